@@ -1,0 +1,102 @@
+"""The ``fleetflow`` command: what Prefect and Ansible don't do themselves."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+
+from fleetflow.exceptions import FleetflowError
+from fleetflow.settings import get_settings
+
+_FAULTS = ("cut", "restore", "freeze", "thaw", "kill")
+
+
+def _lab(args: argparse.Namespace) -> int:
+    from fleetflow.lab import Lab, image_info, image_path
+
+    settings = get_settings()
+    inventory_dir = args.inventory or (settings.project_dir / "inventory" / args.name)
+    lab = Lab(args.name, inventory_dir=inventory_dir if args.action == "up" else None)
+    if args.action == "up":
+        started = time.monotonic()
+        hosts = lab.up(args.count)
+        print(f"lab {lab.name}: {len(hosts)} hosts up in {time.monotonic() - started:.1f} s")
+        _print_hosts(lab)
+        print(f"inventory: {lab.inventory_path}")
+    elif args.action == "status":
+        if args.json:
+            print(json.dumps({h: s.value for h, s in lab.status().items()}))
+        elif not lab.exists():
+            print(f"lab {lab.name} is down")
+        else:
+            _print_hosts(lab)
+            info = image_info(image_path(settings.image_dir, settings.lab_debian_suite))
+            print(f"inventory: {lab.inventory_path}\nimage: {info}")
+    elif args.action == "down":
+        lab.down()
+        print(f"lab {lab.name} is down; its hosts, rules and files are removed")
+    elif args.action == "ssh":
+        os.execvp("ssh", [*lab.ssh_args(args.host), *args.command])
+    else:
+        getattr(lab, args.action)(args.host)
+        print(f"{args.host}: {lab.status()[args.host].value}")
+    return 0
+
+
+def _print_hosts(lab: object) -> None:
+    from fleetflow.lab import Lab
+
+    assert isinstance(lab, Lab)
+    states = lab.status()
+    for host in lab.hosts():
+        print(f"  {host.name:<14} {host.address:<15} {host.group:<6} {states[host.name].value}")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fleetflow", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    lab = commands.add_parser("lab", help="a fleet of isolated SSH hosts on this machine")
+    lab_actions = lab.add_subparsers(dest="action", required=True)
+    up = lab_actions.add_parser("up", help="start (or resize) the lab; keeps running hosts")
+    up.add_argument("count", nargs="?", type=int, help="number of hosts (default: 5, or as is)")
+    up.add_argument("--inventory", type=os.path.abspath, help="inventory dir to write")
+    status = lab_actions.add_parser("status", help="show hosts and their state")
+    status.add_argument("--json", action="store_true")
+    lab_actions.add_parser("down", help="stop every host and remove all the lab created")
+    ssh = lab_actions.add_parser("ssh", help="open a shell (or run a command) on a host")
+    ssh.add_argument("host")
+    ssh.add_argument("command", nargs=argparse.REMAINDER)
+    for fault in _FAULTS:
+        sub = lab_actions.add_parser(fault, help=f"fault injection: {fault} a host")
+        sub.add_argument("host")
+    for sub in lab_actions.choices.values():
+        sub.add_argument("--name", default="lab", help="lab name (default: lab)")
+    lab.set_defaults(handler=_lab, inventory=None, count=None)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(message)s",
+    )
+    handler: Callable[[argparse.Namespace], int] = args.handler
+    try:
+        return handler(args)
+    except FleetflowError as exc:
+        print(f"fleetflow: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,91 @@
+"""Every error fleetflow raises on purpose.
+
+::
+
+    FleetflowError
+    ├── ConfigurationError        bad input, found before any host is touched
+    │   ├── InventoryError          unknown environment, unparsable inventory
+    │   ├── PlaybookError           unknown playbook, syntax error
+    │   └── NoHostsMatched          the limit/pattern selects no host
+    ├── LabError                  the lab fleet could not be built or changed
+    │   └── PrerequisiteMissing     not root, missing tool (says how to get it)
+    └── PlaybookRunError          the playbook ran and did not succeed; carries `.result`
+        ├── PlaybookFailed          failed/unreachable hosts above max_fail_percentage
+        ├── PlaybookTimedOut        the run exceeded its timeout and was killed
+        └── PlaybookCanceled        the run was canceled and its processes killed
+
+`PlaybookRunError` subclasses pickle with their result so Prefect can store them
+as task state data.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from fleetflow.results import PlaybookResult
+
+__all__ = [
+    "ConfigurationError",
+    "FleetflowError",
+    "InventoryError",
+    "LabError",
+    "NoHostsMatched",
+    "PlaybookCanceled",
+    "PlaybookError",
+    "PlaybookFailed",
+    "PlaybookRunError",
+    "PlaybookTimedOut",
+    "PrerequisiteMissing",
+]
+
+
+class FleetflowError(Exception):
+    """Base of every error fleetflow raises on purpose."""
+
+
+class ConfigurationError(FleetflowError):
+    """The request is wrong; nothing was run on any host."""
+
+
+class InventoryError(ConfigurationError):
+    """The inventory does not exist or Ansible cannot parse it."""
+
+
+class PlaybookError(ConfigurationError):
+    """The playbook does not exist or does not pass Ansible's syntax check."""
+
+
+class NoHostsMatched(ConfigurationError):
+    """The limit (or the plays' host patterns) selects no host of the inventory."""
+
+
+class LabError(FleetflowError):
+    """The lab fleet could not be created, changed or removed."""
+
+
+class PrerequisiteMissing(LabError):
+    """Something the lab needs from the machine is missing; the message says how to get it."""
+
+
+class PlaybookRunError(FleetflowError):
+    """The playbook ran but did not succeed. `result` holds what happened on every host."""
+
+    def __init__(self, message: str, result: PlaybookResult) -> None:
+        super().__init__(message)
+        self.result = result
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (str(self), self.result))
+
+
+class PlaybookFailed(PlaybookRunError):
+    """Failed or unreachable hosts exceeded `max_fail_percentage`."""
+
+
+class PlaybookTimedOut(PlaybookRunError):
+    """The run exceeded its timeout; its processes were killed."""
+
+
+class PlaybookCanceled(PlaybookRunError):
+    """The run was canceled; its processes were killed."""

@@ -1,0 +1,15 @@
+"""Lab fleet: N isolated SSH hosts on this machine, for demos, tests and benchmarks."""
+
+from fleetflow.lab._fleet import GROUPS, MAX_HOSTS, HostState, Lab, LabHost
+from fleetflow.lab._image import ensure_image, image_info, image_path
+
+__all__ = [
+    "GROUPS",
+    "MAX_HOSTS",
+    "HostState",
+    "Lab",
+    "LabHost",
+    "ensure_image",
+    "image_info",
+    "image_path",
+]

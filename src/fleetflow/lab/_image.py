@@ -1,0 +1,115 @@
+"""The cached base image every lab host overlays: a Debian minbase root with sshd and python3."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from fleetflow.exceptions import LabError
+from fleetflow.lab._prereq import require_tool
+
+logger = logging.getLogger(__name__)
+
+# Bump when the recipe below changes so old caches are not reused.
+IMAGE_RECIPE_VERSION = 1
+_MARKER = ".fleetflow-image.json"
+_PACKAGES = "openssh-server,python3"
+# A host has no init system: refuse service starts from package installs instead of failing.
+_POLICY_RC_D = (
+    "#!/bin/sh\n# Lab hosts have no init system; packages must not start services.\nexit 101\n"
+)
+
+
+@contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on `path` (created if needed) across processes."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def image_path(image_dir: Path, suite: str) -> Path:
+    return image_dir / f"{suite}-minbase-v{IMAGE_RECIPE_VERSION}"
+
+
+def image_info(root: Path) -> dict[str, object] | None:
+    """Return the build record of a finished image, or None if it is missing or partial."""
+    marker = root / _MARKER
+    if not marker.is_file():
+        return None
+    info: dict[str, object] = json.loads(marker.read_text())
+    return info
+
+
+def ensure_image(image_dir: Path, suite: str = "bookworm") -> Path:
+    """Return the cached image root, building it with debootstrap on first use."""
+    root = image_path(image_dir, suite)
+    if image_info(root) is not None:
+        return root
+    with file_lock(image_dir / ".lock"):
+        if image_info(root) is not None:  # built by a concurrent caller meanwhile
+            return root
+        _build(root, suite)
+    return root
+
+
+def _build(root: Path, suite: str) -> None:
+    debootstrap = require_tool("debootstrap", "debootstrap")
+    building = Path(tempfile.mkdtemp(prefix=".build-", dir=root.parent))
+    log_path = root.parent / f"{root.name}.build.log"
+    logger.info("building lab image %s with debootstrap (about a minute)", root)
+    started = time.monotonic()
+    try:
+        with log_path.open("w") as log:
+            proc = subprocess.run(
+                [debootstrap, "--variant=minbase", f"--include={_PACKAGES}", suite, str(building)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                check=False,
+            )
+        if proc.returncode != 0:
+            tail = log_path.read_text().splitlines()[-15:]
+            raise LabError(
+                f"debootstrap failed (exit {proc.returncode}); last lines of {log_path}:\n"
+                + "\n".join(tail)
+            )
+        _customize(building)
+        seconds = round(time.monotonic() - started, 1)
+        size = _disk_usage(building)
+        (building / _MARKER).write_text(
+            json.dumps({"suite": suite, "build_seconds": seconds, "size_bytes": size})
+        )
+        building.rename(root)
+        logger.info("lab image ready in %.1f s, %d MB", seconds, size // 2**20)
+    finally:
+        if building.exists():
+            shutil.rmtree(building, ignore_errors=True)
+
+
+def _customize(root: Path) -> None:
+    # Every host gets its own host key at creation; none may share the image's.
+    for key in (root / "etc/ssh").glob("ssh_host_*"):
+        key.unlink()
+    (root / "run/sshd").mkdir(parents=True, exist_ok=True)
+    policy = root / "usr/sbin/policy-rc.d"
+    policy.write_text(_POLICY_RC_D)
+    policy.chmod(0o755)
+    shutil.rmtree(root / "var/cache/apt/archives", ignore_errors=True)
+    (root / "var/cache/apt/archives/partial").mkdir(parents=True, exist_ok=True)
+
+
+def _disk_usage(path: Path) -> int:
+    out = subprocess.run(["du", "-sb", str(path)], capture_output=True, text=True, check=True)
+    return int(out.stdout.split()[0])

@@ -1,0 +1,57 @@
+"""fleetflow settings, read from ``FLEETFLOW_*`` environment variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["FleetflowSettings", "find_project_dir", "get_settings"]
+
+_PROJECT_MARKERS = ("ansible.cfg", "playbooks")
+
+
+def find_project_dir(start: Path | None = None) -> Path:
+    """Return the nearest directory at or above `start` holding ansible.cfg and playbooks/.
+
+    Falls back to the source checkout this package was installed from, so flows run by a
+    worker from any working directory still find the repository's playbooks.
+    """
+    candidates = [start or Path.cwd()]
+    candidates.append(Path(__file__).resolve().parents[2])
+    for candidate in candidates:
+        for directory in (candidate, *candidate.parents):
+            if all((directory / marker).exists() for marker in _PROJECT_MARKERS):
+                return directory
+    return candidates[0]
+
+
+class FleetflowSettings(BaseSettings):
+    """Where fleetflow finds the project and keeps its state."""
+
+    model_config = SettingsConfigDict(env_prefix="FLEETFLOW_", extra="ignore")
+
+    project_dir: Path = Field(
+        default_factory=find_project_dir,
+        description="Repository root holding ansible.cfg, playbooks/, inventory/ and roles/.",
+    )
+    image_dir: Path = Field(
+        default=Path("/var/cache/fleetflow/images"),
+        description="Cache of lab base images (debootstrap roots), kept between labs.",
+    )
+    lab_dir: Path = Field(
+        default=Path("/var/lib/fleetflow/labs"),
+        description="State of running labs: host overlays, keys, known_hosts, logs.",
+    )
+    run_dir: Path | None = Field(
+        default=None,
+        description="Parent of per-run private data dirs (default: the system temp dir).",
+    )
+    lab_ssh_port: int = Field(default=22, description="Port each lab host's sshd listens on.")
+    lab_debian_suite: str = Field(default="bookworm", description="Debian suite of lab hosts.")
+
+
+def get_settings() -> FleetflowSettings:
+    """Read the settings now (environment changes after import are honoured)."""
+    return FleetflowSettings()
