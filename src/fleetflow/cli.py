@@ -9,6 +9,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from fleetflow.exceptions import FleetflowError
 from fleetflow.settings import get_settings
@@ -66,7 +67,7 @@ def _parser() -> argparse.ArgumentParser:
     lab_actions = lab.add_subparsers(dest="action", required=True)
     up = lab_actions.add_parser("up", help="start (or resize) the lab; keeps running hosts")
     up.add_argument("count", nargs="?", type=int, help="number of hosts (default: 5, or as is)")
-    up.add_argument("--inventory", type=os.path.abspath, help="inventory dir to write")
+    up.add_argument("--inventory", type=lambda p: Path(p).resolve(), help="inventory dir to write")
     status = lab_actions.add_parser("status", help="show hosts and their state")
     status.add_argument("--json", action="store_true")
     lab_actions.add_parser("down", help="stop every host and remove all the lab created")
@@ -96,6 +97,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader (e.g. `| head`) went away; that is not our failure.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

@@ -1,0 +1,178 @@
+"""Runner events -> live log lines, progress and per-host results.
+
+The collector runs inside ansible-runner's read loop, so it only updates memory and hands
+lines to a logger (Prefect's handler batches them to the API in the background). Progress
+is read from another thread (`progress()`), never pushed from this loop.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from fleetflow.results import HostFailure, HostResult
+
+_RESULT_EVENTS = {
+    "runner_on_ok": "ok",
+    "runner_on_failed": "failed",
+    "runner_on_unreachable": "unreachable",
+    "runner_on_skipped": "skipped",
+    "runner_on_async_failed": "failed",
+}
+_RECAP_KEYS = {
+    "ok": "ok",
+    "changed": "changed",
+    "dark": "unreachable",
+    "failures": "failed",
+    "skipped": "skipped",
+    "rescued": "rescued",
+    "ignored": "ignored",
+}
+_MESSAGE_LIMIT = 2000
+
+
+@dataclass
+class _HostTrack:
+    first: datetime | None = None
+    last: datetime | None = None
+    results: int = 0
+    done: bool = False
+    failure: HostFailure | None = None
+    outputs: dict[str, Any] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+def failure_message(res: dict[str, Any]) -> str:
+    """The most useful line of a failed result: msg, else stderr, else the exit code."""
+    for key in ("msg", "stderr", "reason"):
+        value = res.get(key)
+        if value:
+            text = str(value).strip()
+            break
+    else:
+        text = f"rc={res['rc']}" if "rc" in res else "failed without a message"
+    if res.get("stderr") and str(res.get("stderr")).strip() not in text:
+        text = f"{text}: {str(res['stderr']).strip()}"
+    return text[:_MESSAGE_LIMIT]
+
+
+class EventCollector:
+    """Feed it runner events; ask it for HostResults when the run ends."""
+
+    def __init__(
+        self,
+        hosts: tuple[str, ...],
+        task_count: int,
+        logger: logging.Logger | logging.LoggerAdapter[logging.Logger],
+    ) -> None:
+        self.hosts = hosts
+        self.task_count = max(task_count, 1)
+        self.logger = logger
+        self.recap: dict[str, dict[str, int]] | None = None
+        self.events = 0
+        self._tracks: dict[str, _HostTrack] = {}
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        self.events += 1
+        kind = event.get("event", "")
+        data = event.get("event_data") or {}
+        if kind == "playbook_on_task_start":
+            self.logger.info("TASK [%s]", data.get("task") or data.get("name") or "?")
+        elif kind == "runner_on_start":
+            self._track(data, event)
+        elif kind in _RESULT_EVENTS:
+            self._result(_RESULT_EVENTS[kind], data, event)
+        elif kind == "playbook_on_stats":
+            self.recap = {
+                host: {
+                    ours: int(data.get(theirs, {}).get(host, 0))
+                    for theirs, ours in _RECAP_KEYS.items()
+                }
+                for host in data.get("processed", {})
+            }
+        elif kind == "playbook_on_no_hosts_matched":
+            self.logger.warning("a play matched no host")
+
+    def _track(self, data: dict[str, Any], event: dict[str, Any]) -> _HostTrack | None:
+        host = data.get("host")
+        if not host:
+            return None
+        track = self._tracks.setdefault(host, _HostTrack())
+        created = event.get("created")
+        if created:
+            stamp = datetime.fromisoformat(created)
+            track.first = track.first or stamp
+            track.last = stamp
+        return track
+
+    def _result(self, outcome: str, data: dict[str, Any], event: dict[str, Any]) -> None:
+        track = self._track(data, event)
+        if track is None:
+            return
+        host, task = data["host"], data.get("task", "?")
+        res = data.get("res") or {}
+        track.results += 1
+        if outcome == "ok" and res.get("changed"):
+            outcome = "changed"
+        track.counts[outcome] = track.counts.get(outcome, 0) + 1
+        published = (res.get("ansible_facts") or {}).get("fleetflow_output")
+        if isinstance(published, dict):
+            track.outputs.update(published)
+        if outcome in ("failed", "unreachable") and data.get("ignore_errors"):
+            self.logger.info("%s | failed (ignored) | %s: %s", host, task, failure_message(res))
+        elif outcome in ("failed", "unreachable"):
+            track.failure = HostFailure(task=task, message=failure_message(res))
+            track.done = True
+            log = self.logger.error if outcome == "failed" else self.logger.warning
+            log("%s | %s | %s: %s", host, outcome, task, track.failure.message)
+        elif outcome == "skipped":
+            self.logger.debug("%s | skipped | %s", host, task)
+        else:
+            self.logger.info("%s | %s | %s", host, outcome, task)
+
+    def progress(self) -> float:
+        """Share of (host x task) results seen; a host that failed counts as finished."""
+        if self.recap is not None:
+            return 1.0
+        tracks = list(self._tracks.items())  # snapshot: the runner thread keeps adding
+        per_host = [
+            1.0 if t.done else min(t.results / self.task_count, 1.0)
+            for h, t in tracks
+            if h in self.hosts
+        ]
+        return min(sum(per_host) / max(len(self.hosts), 1), 0.99)
+
+    def host_results(self) -> dict[str, HostResult]:
+        """One result per targeted host: the recap's counts, or the events' if there was none."""
+        results = {}
+        for host in sorted(set(self.hosts) | set(self.recap or {})):
+            track = self._tracks.get(host, _HostTrack())
+            counts = (self.recap or {}).get(host) or _counts_from_events(track)
+            status = HostResult.status_from_counts(
+                ok=counts.get("ok", 0),
+                changed=counts.get("changed", 0),
+                unreachable=counts.get("unreachable", 0),
+                failed=counts.get("failed", 0),
+                skipped=counts.get("skipped", 0),
+            )
+            duration = (
+                (track.last - track.first).total_seconds() if track.first and track.last else 0.0
+            )
+            results[host] = HostResult(
+                host=host,
+                status=status,
+                duration_seconds=duration,
+                failure=track.failure if status in ("failed", "unreachable") else None,
+                outputs=track.outputs,
+                **counts,
+            )
+        return results
+
+
+def _counts_from_events(track: _HostTrack) -> dict[str, int]:
+    counts = dict(track.counts)
+    # Ansible's recap counts a changed task as ok too.
+    counts["ok"] = counts.get("ok", 0) + counts.get("changed", 0)
+    return counts

@@ -1,0 +1,219 @@
+"""The only module that imports ansible_runner: one isolated ansible-playbook process per call.
+
+Traps of ansible-runner 2.4 handled here:
+- a private data dir shared by concurrent runs corrupts them: each call gets its own,
+  mode 0700, removed afterwards (it holds runner's env dump in artifacts/*/command);
+- it turns host key checking off unless told otherwise: we set it on;
+- per-event JSON files: the event handler returns False so none are written;
+- on the main thread without cancel_callback it installs SIGINT/SIGTERM handlers: it always
+  runs on a helper thread here, with a cancel callback;
+- it kills only ansible-playbook's process group: SSH ControlPersist masters daemonize into
+  sessions of their own, so every process naming the private dir is killed afterwards;
+- if our process dies (worker SIGKILL), ansible-playbook must not go on changing hosts
+  unseen: it is started under `setpriv --pdeathsig KILL`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import ansible_runner
+
+from fleetflow.inventory import ansible_environment, ansible_tool
+
+logger = logging.getLogger(__name__)
+
+EventCallback = Callable[[dict[str, Any]], None]
+_OUTPUT_TAIL_LINES = 20
+
+
+@dataclass(frozen=True)
+class RunnerRequest:
+    """One ansible-playbook invocation, already validated."""
+
+    playbook: Path
+    inventory: Path
+    project_dir: Path
+    limit: str | None = None
+    tags: tuple[str, ...] = ()
+    skip_tags: tuple[str, ...] = ()
+    extra_vars: dict[str, Any] = field(default_factory=dict)
+    check: bool = False
+    diff: bool = False
+    become: bool = False
+    forks: int = 5
+    timeout: float | None = None
+    run_dir: Path | None = None
+
+
+@dataclass(frozen=True)
+class RunnerOutcome:
+    """How the process ended: runner's status, exit code and the last lines it printed."""
+
+    status: str  # successful | failed | timeout | canceled
+    rc: int
+    output_tail: str
+
+
+RunnerFn = Callable[[RunnerRequest, EventCallback, threading.Event], RunnerOutcome]
+
+
+def _wrapper(private: Path) -> Path:
+    """A bin dir whose ansible-playbook dies with the process that started it."""
+    bin_dir = private / "bin"
+    bin_dir.mkdir()
+    wrapper = bin_dir / "ansible-playbook"
+    wrapper.write_text(
+        f'#!/bin/sh\nexec setpriv --pdeathsig KILL -- {ansible_tool("ansible-playbook")} "$@"\n'
+    )
+    wrapper.chmod(0o700)
+    return bin_dir
+
+
+def _envvars(request: RunnerRequest, private: Path, bin_dir: Path) -> dict[str, str]:
+    base = ansible_environment(request.project_dir)
+    (private / "cp").mkdir()
+    (private / "tmp").mkdir()
+    return {
+        "PATH": f"{bin_dir}:{base.get('PATH', os.defpath)}",
+        "ANSIBLE_CONFIG": base.get("ANSIBLE_CONFIG", ""),
+        "ANSIBLE_HOST_KEY_CHECKING": "True",
+        "ANSIBLE_INVENTORY_UNPARSED_FAILED": "True",
+        "ANSIBLE_INVENTORY_ANY_UNPARSED_IS_FAILED": "True",
+        "ANSIBLE_NOCOLOR": "True",
+        "ANSIBLE_SSH_CONTROL_PATH_DIR": str(private / "cp"),
+        "ANSIBLE_LOCAL_TEMP": str(private / "tmp"),
+    }
+
+
+def _cmdline(request: RunnerRequest) -> str | None:
+    flags = []
+    if request.check:
+        flags.append("--check")
+    if request.diff:
+        flags.append("--diff")
+    if request.become:
+        flags.append("--become")
+    return " ".join(flags) or None
+
+
+def run_ansible(
+    request: RunnerRequest, on_event: EventCallback, cancel: threading.Event
+) -> RunnerOutcome:
+    """Run the playbook; feed every event to `on_event`; stop when `cancel` is set.
+
+    Blocks until ansible-playbook and everything it started are gone. If the calling thread
+    is interrupted (Prefect raises TerminationSignal on cancellation), the run is killed
+    before the exception propagates.
+    """
+    private = Path(tempfile.mkdtemp(prefix="ff-run-", dir=request.run_dir))
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["runner"] = _invoke(request, private, on_event, cancel)
+        except BaseException as exc:  # re-raised on the calling thread
+            box["error"] = exc
+
+    thread = threading.Thread(target=target, name="fleetflow-runner", daemon=True)
+    try:
+        thread.start()
+        while thread.is_alive():
+            thread.join(0.2)
+    finally:
+        cancel_requested = thread.is_alive()
+        if cancel_requested:
+            cancel.set()
+            thread.join(10)
+        _kill_leftovers(private)
+        outcome = _outcome(box.get("runner"), private)
+        shutil.rmtree(private, ignore_errors=True)
+    if "error" in box:
+        raise box["error"]
+    return outcome
+
+
+def _invoke(
+    request: RunnerRequest, private: Path, on_event: EventCallback, cancel: threading.Event
+) -> Any:
+    bin_dir = _wrapper(private)
+
+    def handle(event: dict[str, Any]) -> bool:
+        on_event(event)
+        return False  # keep per-event JSON off disk
+
+    return ansible_runner.run(
+        private_data_dir=str(private),
+        project_dir=str(request.project_dir),
+        playbook=str(request.playbook),
+        inventory=str(request.inventory),
+        limit=request.limit,
+        tags=",".join(request.tags) or None,
+        skip_tags=",".join(request.skip_tags) or None,
+        extravars=request.extra_vars or None,
+        cmdline=_cmdline(request),
+        forks=request.forks,
+        envvars=_envvars(request, private, bin_dir),
+        # Check the cancel flag every 0.25 s instead of runner's default 5 s.
+        settings={"pexpect_timeout": 0.25, "suppress_ansible_output": True},
+        timeout=max(1, round(request.timeout)) if request.timeout else None,
+        event_handler=handle,
+        cancel_callback=cancel.is_set,
+        quiet=True,
+        ident="run",
+    )
+
+
+def _outcome(runner: Any, private: Path) -> RunnerOutcome:
+    stdout = private / "artifacts/run/stdout"
+    tail = ""
+    if stdout.exists():
+        tail = "\n".join(stdout.read_text(errors="replace").splitlines()[-_OUTPUT_TAIL_LINES:])
+    if runner is None:
+        return RunnerOutcome("canceled", -1, tail)
+    return RunnerOutcome(str(runner.status), int(runner.rc if runner.rc is not None else -1), tail)
+
+
+def _kill_leftovers(private: Path, timeout: float = 5.0) -> None:
+    """SIGKILL every process whose command line names this run's private dir."""
+    marker = str(private).encode()
+    deadline = time.monotonic() + timeout
+    while True:
+        pids = [pid for pid in _pids_mentioning(marker) if pid != os.getpid()]
+        if not pids:
+            return
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        if time.monotonic() > deadline:
+            logger.warning("processes %s of run %s survived SIGKILL", pids, private)
+            return
+        time.sleep(0.05)
+
+
+def _pids_mentioning(marker: bytes) -> list[int]:
+    pids = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/cmdline", "rb") as handle:
+                cmdline = handle.read()
+            with open(f"/proc/{entry.name}/stat", "rb") as handle:
+                stat = handle.read()
+        except OSError:
+            continue
+        if marker in cmdline and stat[stat.rindex(b")") + 2 :][:1] != b"Z":
+            pids.append(int(entry.name))
+    return pids

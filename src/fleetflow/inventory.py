@@ -1,0 +1,222 @@
+"""Find playbooks and inventories, and check a run request without touching any host.
+
+The check runs ``ansible-playbook --list-hosts --list-tasks``: Ansible itself parses the
+inventory (strictly: an unparsable source is an error, not an empty inventory), the
+playbook (syntax, roles, imports) and resolves the limit with its own pattern rules.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fleetflow.exceptions import (
+    ConfigurationError,
+    InventoryError,
+    NoHostsMatched,
+    PlaybookError,
+)
+
+__all__ = [
+    "Preflight",
+    "ansible_environment",
+    "ansible_tool",
+    "preflight",
+    "resolve_inventory",
+    "resolve_playbook",
+    "validate_extra_vars",
+]
+
+_PLAYBOOK_SUFFIXES = (".yml", ".yaml")
+_HOST_LINE = re.compile(r"^ {6}(\S.*)$")
+
+
+@dataclass(frozen=True)
+class Preflight:
+    """What a run request resolves to, found without contacting any host."""
+
+    playbook: Path
+    inventory: Path
+    hosts: tuple[str, ...]
+    task_count: int
+
+
+def ansible_tool(name: str) -> str:
+    """Path of an Ansible CLI from this interpreter's environment (then PATH)."""
+    beside = Path(sys.executable).parent / name
+    if beside.exists():
+        return str(beside)
+    found = shutil.which(name)
+    if found is None:
+        raise ConfigurationError(f"{name} is not installed in this environment")
+    return found
+
+
+def ansible_environment(project_dir: Path) -> dict[str, str]:
+    """Environment for Ansible commands: the project's ansible.cfg, strict parsing, keys checked."""
+    env = dict(os.environ)
+    cfg = project_dir / "ansible.cfg"
+    if cfg.exists():
+        env["ANSIBLE_CONFIG"] = str(cfg)
+    env.update(
+        ANSIBLE_HOST_KEY_CHECKING="True",
+        ANSIBLE_INVENTORY_UNPARSED_FAILED="True",
+        ANSIBLE_INVENTORY_ANY_UNPARSED_IS_FAILED="True",
+        ANSIBLE_NOCOLOR="True",
+        ANSIBLE_RETRY_FILES_ENABLED="False",
+    )
+    return env
+
+
+def resolve_playbook(playbook: str | Path, project_dir: Path) -> Path:
+    """A playbook name under playbooks/ ("site" or "site.yml") or a path to one."""
+    text = str(playbook).strip()
+    if not text:
+        raise PlaybookError("no playbook given")
+    candidates = [Path(text)] if Path(text).is_absolute() else [project_dir / text]
+    base = project_dir / "playbooks"
+    candidates += [base / text, *(base / f"{text}{suffix}" for suffix in _PLAYBOOK_SUFFIXES)]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate.resolve()
+    known = sorted(p.stem for p in base.glob("*.y*ml")) if base.is_dir() else []
+    raise PlaybookError(
+        f"playbook {text!r} not found (looked in {base}); known playbooks: "
+        f"{', '.join(known) or 'none'}"
+    )
+
+
+def resolve_inventory(inventory: str | Path, project_dir: Path) -> Path:
+    """An environment name under inventory/ ("lab", "staging") or a path to an inventory."""
+    text = str(inventory).strip()
+    if not text:
+        raise InventoryError("no inventory given")
+    path = Path(text)
+    for candidate in (
+        path if path.is_absolute() else project_dir / path,
+        project_dir / "inventory" / text,
+    ):
+        if candidate.exists():
+            return candidate.resolve()
+    base = project_dir / "inventory"
+    known = sorted(p.name for p in base.iterdir() if p.is_dir()) if base.is_dir() else []
+    raise InventoryError(
+        f"unknown inventory {text!r}: no such environment under {base} or path; "
+        f"environments: {', '.join(known) or 'none'}"
+    )
+
+
+def validate_extra_vars(extra_vars: Any) -> dict[str, Any]:
+    """extra_vars must be a JSON-serializable mapping with identifier-like string keys."""
+    if extra_vars is None:
+        return {}
+    if not isinstance(extra_vars, Mapping):
+        raise ConfigurationError(
+            f"extra_vars must be a mapping of variable names to values, "
+            f"got {type(extra_vars).__name__}"
+        )
+    for key in extra_vars:
+        if not isinstance(key, str) or not key.isidentifier():
+            raise ConfigurationError(f"extra_vars key {key!r} is not a valid variable name")
+    try:
+        json.dumps(extra_vars)
+    except (TypeError, ValueError) as exc:
+        raise ConfigurationError(f"extra_vars are not JSON-serializable: {exc}") from exc
+    return dict(extra_vars)
+
+
+def preflight(
+    playbook: str | Path,
+    inventory: str | Path,
+    project_dir: Path,
+    *,
+    limit: str | None = None,
+    tags: list[str] | None = None,
+    skip_tags: list[str] | None = None,
+    extra_vars: Mapping[str, Any] | None = None,
+) -> Preflight:
+    """Check a run request with Ansible itself; raise ConfigurationError on bad input."""
+    playbook_path = resolve_playbook(playbook, project_dir)
+    inventory_path = resolve_inventory(inventory, project_dir)
+    variables = validate_extra_vars(extra_vars)
+    if limit is not None and not limit.strip():
+        raise NoHostsMatched("limit is empty: give a host pattern or leave it unset")
+    with tempfile.TemporaryDirectory(prefix="ff-preflight-") as tmp:
+        cmd = [ansible_tool("ansible-playbook"), "-i", str(inventory_path)]
+        cmd += ["--list-hosts", "--list-tasks", str(playbook_path)]
+        if limit:
+            cmd += ["--limit", limit]
+        if tags:
+            cmd += ["--tags", ",".join(tags)]
+        if skip_tags:
+            cmd += ["--skip-tags", ",".join(skip_tags)]
+        if variables:
+            # Through a 0600 file, never the command line (visible in ps).
+            vars_file = Path(tmp) / "extra_vars.json"
+            vars_file.write_text(json.dumps(variables))
+            cmd += ["-e", f"@{vars_file}"]
+        proc = subprocess.run(
+            cmd,
+            capture_output=True,
+            text=True,
+            cwd=project_dir,
+            env=ansible_environment(project_dir),
+            check=False,
+            timeout=300,
+        )
+    if proc.returncode != 0:
+        raise _classify_failure(proc.stdout + proc.stderr, playbook_path, inventory_path, limit)
+    hosts, tasks = _parse_listing(proc.stdout)
+    if not hosts:
+        raise NoHostsMatched(
+            f"no host of inventory {inventory_path} matches the plays of {playbook_path.name}"
+            + (f" with limit {limit!r}" if limit else "")
+        )
+    return Preflight(playbook_path, inventory_path, tuple(hosts), tasks)
+
+
+def _classify_failure(
+    output: str, playbook: Path, inventory: Path, limit: str | None
+) -> ConfigurationError:
+    message = _error_text(output)
+    if "no hosts to target" in message or "Could not match supplied host pattern" in output:
+        return NoHostsMatched(f"limit {limit!r} matches no host in inventory {inventory}")
+    if "inventory" in message.lower() and str(playbook) not in message:
+        return InventoryError(f"inventory {inventory} cannot be used: {message}")
+    return PlaybookError(f"playbook {playbook.name} is not valid: {message}")
+
+
+def _error_text(output: str) -> str:
+    """Ansible's own error lines, without the noise around them."""
+    lines = [ln.rstrip() for ln in output.splitlines() if ln.strip()]
+    start = next((i for i, ln in enumerate(lines) if "ERROR" in ln), 0)
+    return "\n".join(lines[start : start + 12]) or "ansible-playbook failed without a message"
+
+
+def _parse_listing(stdout: str) -> tuple[list[str], int]:
+    hosts: list[str] = []
+    tasks = 0
+    section = ""
+    for line in stdout.splitlines():
+        stripped = line.strip()
+        if line.startswith("    hosts ("):
+            section = "hosts"
+        elif line.startswith("    tasks:"):
+            section = "tasks"
+        elif line.startswith("  play #"):
+            section = ""
+        elif section == "hosts" and (match := _HOST_LINE.match(line)):
+            if match.group(1) not in hosts:
+                hosts.append(match.group(1))
+        elif section == "tasks" and line.startswith("      ") and stripped:
+            tasks += 1
+    return hosts, tasks

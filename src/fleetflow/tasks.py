@@ -1,0 +1,162 @@
+"""Prefect tasks that run Ansible playbooks and report per-host truth."""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, cast
+from uuid import UUID
+
+from prefect import get_run_logger, task
+from prefect.artifacts import (
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
+from prefect.cache_policies import NO_CACHE
+
+from fleetflow._engine import PlaybookRequest, check_request, execute
+from fleetflow._events import EventCollector
+from fleetflow._runner import run_ansible
+from fleetflow.exceptions import (
+    PlaybookCanceled,
+    PlaybookFailed,
+    PlaybookRunError,
+    PlaybookTimedOut,
+)
+from fleetflow.policy import RetryPolicy
+from fleetflow.results import PlaybookResult, RunStatus
+from fleetflow.settings import get_settings
+
+__all__ = ["resolve_hosts", "run_playbook"]
+
+_ERRORS: dict[RunStatus, type[PlaybookRunError]] = {
+    RunStatus.FAILED: PlaybookFailed,
+    RunStatus.TIMED_OUT: PlaybookTimedOut,
+    RunStatus.CANCELED: PlaybookCanceled,
+}
+
+
+def _artifact_key(*parts: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", "-".join(parts).lower()).strip("-")[:100]
+
+
+@contextmanager
+def _progress_artifact(description: str, interval: float = 1.0) -> Iterator[list[EventCollector]]:
+    """Publish the current attempt's progress once a second from a thread of its own."""
+    artifact_id = cast(UUID, create_progress_artifact(progress=0.0, description=description))
+    collectors: list[EventCollector] = []
+    stop = threading.Event()
+
+    def publish() -> None:
+        last = -1.0
+        while not stop.wait(interval):
+            if collectors and (now := round(collectors[-1].progress() * 100, 1)) != last:
+                update_progress_artifact(artifact_id=artifact_id, progress=now)
+                last = now
+
+    thread = threading.Thread(target=publish, name="fleetflow-progress", daemon=True)
+    thread.start()
+    try:
+        yield collectors
+    finally:
+        stop.set()
+        thread.join(5)
+        update_progress_artifact(artifact_id=artifact_id, progress=100.0)
+
+
+@task(name="run_playbook", task_run_name="ansible: {playbook}", cache_policy=NO_CACHE)
+def run_playbook(
+    playbook: str,
+    *,
+    inventory: str = "lab",
+    limit: str | None = None,
+    tags: list[str] | None = None,
+    skip_tags: list[str] | None = None,
+    extra_vars: dict[str, Any] | None = None,
+    check: bool = False,
+    diff: bool = False,
+    forks: int | None = None,
+    become: bool = False,
+    timeout: float | None = None,
+    max_fail_percentage: float = 0.0,
+    retry: RetryPolicy | None = None,
+    project_dir: Path | None = None,
+    raise_on_failure: bool = True,
+) -> PlaybookResult:
+    """Run an Ansible playbook against an inventory and return what happened on every host.
+
+    Args:
+        playbook: Name under playbooks/ ("site") or a path.
+        inventory: Environment under inventory/ ("lab", "staging") or a path.
+        limit: Ansible host pattern narrowing the run ("web:&eu", "db-01").
+        tags / skip_tags: Only run / skip tasks with these tags.
+        extra_vars: Variables for the playbook (a mapping; passed through a 0600 file).
+        check / diff: Ansible's --check and --diff.
+        forks: Parallel hosts; default: the number of targeted hosts, at most 50.
+        become: Ansible's --become.
+        timeout: Seconds for the whole run, retries included; then it is killed.
+        max_fail_percentage: Share of hosts allowed to fail or be unreachable (default 0).
+        retry: Retry only the failed/unreachable hosts (default: a single attempt).
+        project_dir: Repository root (default: FLEETFLOW_PROJECT_DIR or the current checkout).
+        raise_on_failure: Raise PlaybookFailed/TimedOut/Canceled (carrying the result).
+
+    Bad input (unknown playbook or inventory, syntax errors, a limit matching no host,
+    extra_vars that are not a mapping) raises ConfigurationError before any host is touched.
+    """
+    settings = get_settings()
+    request = PlaybookRequest(
+        playbook=playbook,
+        inventory=inventory,
+        project_dir=(project_dir or settings.project_dir).resolve(),
+        limit=limit,
+        tags=tuple(tags or ()),
+        skip_tags=tuple(skip_tags or ()),
+        extra_vars=dict(extra_vars or {}),
+        check=check,
+        diff=diff,
+        forks=forks,
+        become=become,
+        timeout=timeout,
+        max_fail_percentage=max_fail_percentage,
+        retry=retry or RetryPolicy(),
+        run_dir=settings.run_dir,
+    )
+    logger = get_run_logger()
+    plan = check_request(request)
+    logger.info(
+        "%s on %s: %d hosts, %d tasks%s",
+        plan.playbook.name, inventory, len(plan.hosts), plan.task_count,
+        " (check mode)" if check else "",
+    )  # fmt: skip
+    with _progress_artifact(f"{plan.playbook.name} on {inventory}") as collectors:
+        result = execute(request, plan, run_ansible, logger, on_collector=collectors.append)
+    create_table_artifact(
+        table=result.table(),
+        key=_artifact_key("hosts", plan.playbook.stem, Path(inventory).name),
+        description=f"**{result.summary()}**\n\n{result.message}",
+    )
+    if raise_on_failure and result.status in _ERRORS:
+        raise _ERRORS[result.status](result.message or result.summary(), result)
+    return result
+
+
+@task(name="resolve_hosts", cache_policy=NO_CACHE)
+def resolve_hosts(
+    playbook: str,
+    *,
+    inventory: str = "lab",
+    limit: str | None = None,
+    project_dir: Path | None = None,
+) -> list[str]:
+    """The hosts a playbook would run on, resolved by Ansible without contacting them."""
+    request = PlaybookRequest(
+        playbook=playbook,
+        inventory=inventory,
+        project_dir=(project_dir or get_settings().project_dir).resolve(),
+        limit=limit,
+    )
+    return list(check_request(request).hosts)
