@@ -1,0 +1,99 @@
+"""rolling_update: preflight everything, then deploy a version batch by batch with health checks.
+
+Two branches run in parallel first (preflight checks, and a snapshot of the versions now
+running); deployment waits for both. Each batch is deployed then health-checked; the first
+failing batch stops the rollout, and later batches are left untouched.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact
+
+from fleetflow import ConfigurationError, PlaybookResult, resolve_hosts, run_playbook
+
+
+def batches(hosts: list[str], size: int) -> list[list[str]]:
+    return [hosts[i : i + size] for i in range(0, len(hosts), size)]
+
+
+@flow(name="rolling_update")
+def rolling_update(
+    version: str,
+    hosts: str = "web",
+    inventory: str = "lab",
+    batch_size: int = 2,
+) -> dict[str, Any]:
+    """Deploy `version` of the application to `hosts`, `batch_size` hosts at a time."""
+    if batch_size < 1:
+        raise ConfigurationError("batch_size must be at least 1")
+    if not version.strip():
+        raise ConfigurationError("version must not be empty")
+    logger = get_run_logger()
+    targets = resolve_hosts("deploy_app", inventory=inventory, limit=hosts)
+    preflight = run_playbook.submit("preflight", inventory=inventory, limit=hosts)
+    snapshot = run_playbook.submit(
+        "health_check", inventory=inventory, limit=hosts, raise_on_failure=False
+    )
+    preflight.result()  # raises: no host is changed when any host fails its preflight
+    before: PlaybookResult = snapshot.result()
+    report: dict[str, Any] = {"version": version, "batches": [], "stopped": False}
+    plan = batches(targets, batch_size)
+    for number, batch in enumerate(plan, start=1):
+        row = {"batch": number, "hosts": batch, "deploy": "not run", "health": "not run"}
+        report["batches"].append(row)
+        if report["stopped"]:
+            continue
+        limit = ",".join(batch)
+        deploy = run_playbook(
+            "deploy_app",
+            inventory=inventory,
+            limit=limit,
+            extra_vars={"app_version": version},
+            return_state=True,
+        )
+        row["deploy"] = deploy.type.value.lower()
+        if deploy.is_completed():
+            health = run_playbook(
+                "health_check",
+                inventory=inventory,
+                limit=limit,
+                extra_vars={"expected_version": version},
+                return_state=True,
+            )
+            row["health"] = health.type.value.lower()
+        if row["health"] != "completed":
+            report["stopped"] = True
+            logger.error("batch %d failed; stopping the rollout of %s", number, version)
+    _publish(report, before)
+    if report["stopped"]:
+        failed = next(r for r in report["batches"] if r["health"] != "completed")
+        raise RuntimeError(f"rollout of {version} stopped at batch {failed['batch']}")
+    return report
+
+
+def _publish(report: dict[str, Any], before: PlaybookResult) -> None:
+    lines = [
+        f"# Rolling update to {report['version']}",
+        "",
+        "| batch | hosts | deploy | health | version before |",
+        "|---|---|---|---|---|",
+    ]
+    for row in report["batches"]:
+        versions = ", ".join(
+            str(before.hosts[h].outputs.get("version", "none")) if h in before.hosts else "?"
+            for h in row["hosts"]
+        )
+        lines.append(
+            f"| {row['batch']} | {', '.join(row['hosts'])} | {row['deploy']} | "
+            f"{row['health']} | {versions} |"
+        )
+    lines.append("")
+    lines.append("**Stopped**: later batches were not touched." if report["stopped"] else "Done.")
+    create_markdown_artifact("\n".join(lines), key="rolling-update-report")
+
+
+if __name__ == "__main__":
+    rolling_update("1.1.0")

@@ -1,0 +1,68 @@
+"""run_script: run one of the repository's maintenance scripts on a host pattern, in batches."""
+
+from __future__ import annotations
+
+from prefect import flow
+from prefect.artifacts import create_table_artifact
+
+from fleetflow import ConfigurationError, PlaybookFailed, RetryPolicy, run_playbook
+from fleetflow.report import print_result
+from fleetflow.settings import get_settings
+
+
+def available_scripts() -> list[str]:
+    scripts = get_settings().project_dir / "scripts"
+    return sorted(p.name for p in scripts.iterdir() if p.is_file() and not p.name.startswith("."))
+
+
+@flow(name="run_script", log_prints=True)
+def run_script(
+    script: str,
+    hosts: str = "all",
+    inventory: str = "lab",
+    args: list[str] | None = None,
+    batch_size: int | None = None,
+    max_fail_percentage: float = 0.0,
+    retries: int = 0,
+) -> dict[str, dict[str, str]]:
+    """Run scripts/<script> with `args` on the hosts matching `hosts`, `batch_size` at a time.
+
+    Returns each host's exit code, stdout and stderr. A script never runs twice at once on
+    one host (it holds a lock there); its output is also logged on the host.
+    """
+    if script not in available_scripts():
+        raise ConfigurationError(
+            f"unknown script {script!r}; scripts/ has: {', '.join(available_scripts())}"
+        )
+    if batch_size is not None and batch_size < 1:
+        raise ConfigurationError("batch_size must be at least 1")
+    result = run_playbook(
+        "run_script",
+        inventory=inventory,
+        limit=hosts,
+        extra_vars={
+            "script_name": script,
+            "script_args": list(args or []),
+            "script_batch_size": batch_size or "100%",
+        },
+        max_fail_percentage=max_fail_percentage,
+        retry=RetryPolicy(attempts=retries + 1, delay_seconds=5),
+        raise_on_failure=False,
+    )
+    outputs = {
+        host: {k: str(v) for k, v in r.outputs.items()} | {"status": r.status.value}
+        for host, r in sorted(result.hosts.items())
+    }
+    create_table_artifact(
+        table=[{"host": h, **o} for h, o in outputs.items()],
+        key=f"script-output-{script.replace('_', '-').replace('.', '-')}",
+        description=f"Output of {script} on {hosts} ({inventory})",
+    )
+    print_result(result)
+    if result.status != "successful":
+        raise PlaybookFailed(result.message or result.summary(), result)
+    return outputs
+
+
+if __name__ == "__main__":
+    run_script("disk_usage.sh")

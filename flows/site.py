@@ -1,0 +1,39 @@
+"""site: apply the roles (baseline, app) to an inventory - the fleet's whole desired state."""
+
+from __future__ import annotations
+
+from prefect import flow
+
+from fleetflow import PlaybookResult, RetryPolicy, run_playbook
+from fleetflow.report import print_result
+
+
+@flow(name="site", log_prints=True)
+def site(
+    inventory: str = "lab",
+    limit: str | None = None,
+    check: bool = False,
+    diff: bool = False,
+    tags: list[str] | None = None,
+    retries: int = 1,
+) -> PlaybookResult:
+    """Converge every host (or `limit`) to the roles in playbooks/site.yml.
+
+    `check` shows what would change without changing anything; failed or unreachable
+    hosts are retried alone up to `retries` times.
+    """
+    result = run_playbook(
+        "site",
+        inventory=inventory,
+        limit=limit,
+        check=check,
+        diff=diff,
+        tags=tags,
+        retry=RetryPolicy(attempts=retries + 1, delay_seconds=5),
+    )
+    print_result(result)
+    return result
+
+
+if __name__ == "__main__":
+    site()
