@@ -30,6 +30,7 @@ __all__ = [
     "Preflight",
     "ansible_environment",
     "ansible_tool",
+    "natural_key",
     "preflight",
     "resolve_inventory",
     "resolve_playbook",
@@ -181,7 +182,12 @@ def preflight(
             f"no host of inventory {inventory_path} matches the plays of {playbook_path.name}"
             + (f" with limit {limit!r}" if limit else "")
         )
-    return Preflight(playbook_path, inventory_path, tuple(hosts), tasks)
+    return Preflight(playbook_path, inventory_path, tuple(sorted(hosts, key=natural_key)), tasks)
+
+
+def natural_key(name: str) -> list[int | str]:
+    """Sort key putting web-2 before web-10."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
 
 
 def _classify_failure(

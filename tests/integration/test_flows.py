@@ -1,0 +1,108 @@
+"""The flows in flows/ against the lab, asserting what ends up on the hosts."""
+
+from __future__ import annotations
+
+import pytest
+from flows.rolling_update import rolling_update
+from flows.run_script import run_script
+from flows.site import site
+
+from fleetflow import ConfigurationError, HostStatus, PlaybookFailed, RunStatus
+from fleetflow.lab import Lab
+
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_server")]
+CURRENT = "readlink /opt/payments-api/current"
+
+
+def test_site_converges_then_changes_nothing(lab: Lab) -> None:
+    inventory = str(lab.inventory_dir)
+    first = site(inventory=inventory)
+    assert first.status == RunStatus.SUCCESSFUL
+    for host in lab.hosts():
+        assert lab.ssh(host.name, "readlink /etc/localtime").stdout.strip().endswith("Etc/UTC")
+        assert lab.ssh(host.name, "getent group ops").returncode == 0
+        has_app = lab.ssh(host.name, "test -L /opt/payments-api/current").returncode == 0
+        assert has_app == (host.group in ("web", "batch"))
+    second = site(inventory=inventory)
+    assert [r.changed for r in second.hosts.values()] == [0, 0, 0]
+    assert second.changed_hosts == []
+
+
+def test_run_script_collects_output_per_host_and_fails_the_broken_one(lab: Lab) -> None:
+    inventory = str(lab.inventory_dir)
+    broken = lab.hosts()[1].name
+    assert (
+        lab.ssh(
+            broken, "mkdir -p /etc/fleetflow && echo disk-errors > /etc/fleetflow/unhealthy"
+        ).returncode
+        == 0
+    )
+    try:
+        state = run_script("service_check.sh", inventory=inventory, batch_size=1, return_state=True)
+        assert state.is_failed()
+        error = state.result(raise_on_failure=False)
+        assert isinstance(error, PlaybookFailed)
+        hosts = error.result.hosts
+        assert hosts[broken].status == HostStatus.FAILED
+        assert hosts[broken].outputs["rc"] == 3
+        assert "unhealthy: disk-errors" in hosts[broken].outputs["stderr"]
+        assert "exited 3" in hosts[broken].failure.message  # type: ignore[union-attr]
+        first, _, last = (h.name for h in lab.hosts())
+        assert hosts[first].outputs["stdout"].startswith("healthy")
+        # Ansible stops a serial play when a whole batch fails: the last batch never ran.
+        assert hosts[last].status == HostStatus.SKIPPED and hosts[last].outputs == {}
+        assert (
+            lab.ssh(last, "test -e /var/log/fleetflow/scripts/service_check.sh.log").returncode == 1
+        )
+    finally:
+        lab.ssh(broken, "rm -f /etc/fleetflow/unhealthy")
+    outputs = run_script("service_check.sh", inventory=inventory, hosts="web:db")
+    assert sorted(outputs) == sorted(h.name for h in lab.hosts() if h.group in ("web", "db"))
+    assert all(o["rc"] == "0" and o["status"] == "ok" for o in outputs.values())
+    log = lab.ssh(lab.hosts()[0].name, "cat /var/log/fleetflow/scripts/service_check.sh.log")
+    assert "rc=0" in log.stdout
+
+
+def test_run_script_refuses_unknown_script(lab: Lab) -> None:
+    with pytest.raises(ConfigurationError, match="unknown script 'rm-rf.sh'"):
+        run_script("rm-rf.sh", inventory=str(lab.inventory_dir))
+
+
+def test_rolling_update_deploys_batch_by_batch_and_stops_on_a_failed_batch(lab: Lab) -> None:
+    inventory = str(lab.inventory_dir)
+    hosts = [h.name for h in lab.hosts()]
+    report = rolling_update("2.0.0", hosts="all", inventory=inventory, batch_size=1)
+    assert [b["health"] for b in report["batches"]] == ["completed"] * 3
+    for host in hosts:
+        assert lab.ssh(host, CURRENT).stdout.strip().endswith("/releases/2.0.0")
+
+    second = hosts[1]
+    flag = "mkdir -p /etc/payments-api && touch /etc/payments-api/maintenance"
+    assert lab.ssh(second, flag).returncode == 0
+    try:
+        state = rolling_update("2.1.0", hosts="all", inventory=inventory, batch_size=1,
+                               return_state=True)  # fmt: skip
+        assert state.is_failed()
+        assert "stopped at batch 2" in str(state.result(raise_on_failure=False))
+    finally:
+        lab.ssh(second, "rm -f /etc/payments-api/maintenance")
+    versions = [lab.ssh(h, CURRENT).stdout.strip().rsplit("/", 1)[-1] for h in hosts]
+    # Batch 1 updated, batch 2 deployed but unhealthy, batch 3 never touched.
+    assert versions == ["2.1.0", "2.1.0", "2.0.0"]
+
+
+def test_rolling_update_changes_nothing_when_preflight_fails(lab: Lab) -> None:
+    inventory = str(lab.inventory_dir)
+    hosts = [h.name for h in lab.hosts()]
+    before = [lab.ssh(h, CURRENT).stdout for h in hosts]
+    assert (
+        lab.ssh(hosts[2], "mkdir -p /etc/fleetflow && touch /etc/fleetflow/unhealthy").returncode
+        == 0
+    )
+    try:
+        state = rolling_update("9.9.9", hosts="all", inventory=inventory, return_state=True)
+        assert state.is_failed()
+        assert "in maintenance" in str(state.result(raise_on_failure=False))
+    finally:
+        lab.ssh(hosts[2], "rm -f /etc/fleetflow/unhealthy")
+    assert [lab.ssh(h, CURRENT).stdout for h in hosts] == before

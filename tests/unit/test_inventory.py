@@ -1,0 +1,57 @@
+"""Playbook/inventory resolution and parameter validation (no hosts involved)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fleetflow.exceptions import ConfigurationError, InventoryError, PlaybookError
+from fleetflow.inventory import (
+    _parse_listing,
+    natural_key,
+    resolve_inventory,
+    resolve_playbook,
+    validate_extra_vars,
+)
+from tests.conftest import REPO
+
+
+def test_playbook_by_name_with_or_without_suffix() -> None:
+    assert resolve_playbook("site", REPO) == REPO / "playbooks/site.yml"
+    assert resolve_playbook("site.yml", REPO) == REPO / "playbooks/site.yml"
+
+
+def test_unknown_playbook_lists_the_known_ones() -> None:
+    with pytest.raises(PlaybookError, match="known playbooks: .*site"):
+        resolve_playbook("nope", REPO)
+
+
+def test_inventory_by_environment_name() -> None:
+    assert resolve_inventory("lab", REPO) == REPO / "inventory/lab"
+
+
+def test_unknown_environment_lists_the_known_ones() -> None:
+    with pytest.raises(InventoryError, match="environments: lab"):
+        resolve_inventory("production-eu", REPO)
+
+
+@pytest.mark.parametrize("value", [[1, 2], "a=b", 3, {1: "x"}, {"not valid": 1}, {"x": object()}])
+def test_extra_vars_must_be_a_mapping_of_names(value: Any) -> None:
+    with pytest.raises(ConfigurationError):
+        validate_extra_vars(value)
+
+
+def test_listing_parser(tmp_path: Path) -> None:
+    listing = (
+        "\nplaybook: x.yml\n\n  play #1 (all): A\tTAGS: []\n    pattern: ['all']\n"
+        "    hosts (2):\n      h1\n      h2\n    tasks:\n      T1\tTAGS: []\n"
+        "  play #2 (db): B\tTAGS: []\n    pattern: ['db']\n    hosts (1):\n      h2\n"
+        "    tasks:\n      T2\tTAGS: []\n      T3\tTAGS: []\n"
+    )
+    assert _parse_listing(listing) == (["h1", "h2"], 3)
+
+
+def test_hosts_sort_naturally() -> None:
+    assert sorted(["web-10", "web-2", "db-1"], key=natural_key) == ["db-1", "web-2", "web-10"]
