@@ -9,8 +9,11 @@ export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 120
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 DEMO_HOSTS ?= 5
 
-.PHONY: venv demo test lint unit integration clean
-venv: $(VENV)/.installed
+.PHONY: system-deps venv demo test lint unit integration clean
+system-deps:
+	tools/install-system-deps.sh
+
+venv: system-deps $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	@test -n "$(PYTHON312)" || { echo "Python 3.12 not found: install it (pyenv install 3.12) or set PYTHON312=/path/to/python3.12"; exit 1; }
@@ -21,11 +24,20 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 demo: venv
 	$(BIN)/fleetflow lab up $(DEMO_HOSTS)
 	$(BIN)/python flows/site.py
+	@echo
+	@echo "Where to look:"
+	@echo "  hosts:      $(BIN)/fleetflow lab status   (ssh: $(BIN)/fleetflow lab ssh lab-01)"
+	@echo "  inventory:  inventory/lab/hosts.yml"
+	@echo "  runs, logs and per-host artifacts: $(BIN)/prefect server start, then http://127.0.0.1:4200"
+	@echo "  more flows: $(BIN)/python flows/run_script.py ; $(BIN)/python flows/rolling_update.py"
 
 lint: venv
 	$(BIN)/ruff check src tests flows bench
 	$(BIN)/ruff format --check src tests flows bench
 	$(BIN)/mypy
+	$(BIN)/mypy flows
+	$(BIN)/yamllint --strict .
+	$(BIN)/ansible-lint -q
 
 unit: venv
 	$(BIN)/pytest tests/unit

@@ -32,8 +32,8 @@ def request(**kwargs: Any) -> PlaybookRequest:
 
 
 def stats(**per_host: dict[str, int]) -> dict[str, Any]:
-    data: dict[str, dict[str, int]] = {k: {} for k in
-        ("ok", "changed", "dark", "failures", "skipped", "rescued", "ignored", "processed")}  # fmt: skip
+    keys = ("ok", "changed", "dark", "failures", "skipped", "rescued", "ignored", "processed")
+    data: dict[str, dict[str, int]] = {k: {} for k in keys}
     for host, counts in per_host.items():
         data["processed"][host] = 1
         for key, value in counts.items():
@@ -171,7 +171,7 @@ def test_progress_counts_failed_hosts_as_done() -> None:
 
 @pytest.mark.parametrize(("res", "expected"), [
     ({"msg": "boom"}, "boom"),
-    ({"msg": "non-zero return code", "stderr": "disk full", "rc": 1}, "non-zero return code: disk full"),
+    ({"msg": "exited 1", "stderr": "disk full", "rc": 1}, "exited 1: disk full"),
     ({"rc": 3}, "rc=3"),
     ({}, "failed without a message"),
 ])  # fmt: skip

@@ -24,7 +24,7 @@ def test_playbook_by_name_with_or_without_suffix() -> None:
 
 
 def test_unknown_playbook_lists_the_known_ones() -> None:
-    with pytest.raises(PlaybookError, match="known playbooks: .*site"):
+    with pytest.raises(PlaybookError, match=r"known playbooks: .*site"):
         resolve_playbook("nope", REPO)
 
 

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Install the Debian packages fleetflow needs on the controller (idempotent; needs root).
+#   debootstrap        builds the lab hosts' base image
+#   openssh-client     Ansible's transport
+#   iptables           lab network fault injection
+#   util-linux, mount  unshare, setsid, setpriv, mount for lab hosts and run isolation
+set -euo pipefail
+packages=(debootstrap openssh-client iptables util-linux mount make)
+missing=()
+for pkg in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if ((${#missing[@]} == 0)); then
+    exit 0
+fi
+if [[ $(id -u) -ne 0 ]]; then
+    echo "missing packages: ${missing[*]}; run as root: apt-get install -y ${missing[*]}" >&2
+    exit 1
+fi
+apt-get update -qq
+DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
