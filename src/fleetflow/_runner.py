@@ -81,9 +81,10 @@ def _wrapper(private: Path) -> Path:
     return bin_dir
 
 
-def _envvars(request: RunnerRequest, private: Path, bin_dir: Path) -> dict[str, str]:
+def _envvars(
+    request: RunnerRequest, private: Path, control_dir: Path, bin_dir: Path
+) -> dict[str, str]:
     base = ansible_environment(request.project_dir)
-    (private / "cp").mkdir()
     (private / "tmp").mkdir()
     return {
         "PATH": f"{bin_dir}:{base.get('PATH', os.defpath)}",
@@ -92,7 +93,7 @@ def _envvars(request: RunnerRequest, private: Path, bin_dir: Path) -> dict[str, 
         "ANSIBLE_INVENTORY_UNPARSED_FAILED": "True",
         "ANSIBLE_INVENTORY_ANY_UNPARSED_IS_FAILED": "True",
         "ANSIBLE_NOCOLOR": "True",
-        "ANSIBLE_SSH_CONTROL_PATH_DIR": str(private / "cp"),
+        "ANSIBLE_SSH_CONTROL_PATH_DIR": str(control_dir),
         "ANSIBLE_LOCAL_TEMP": str(private / "tmp"),
     }
 
@@ -118,11 +119,13 @@ def run_ansible(
     before the exception propagates.
     """
     private = Path(tempfile.mkdtemp(prefix="ff-run-", dir=request.run_dir))
+    # SSH control sockets must fit a 108-byte Unix socket path whatever run_dir is.
+    control_dir = Path(tempfile.mkdtemp(prefix="ff-cp-", dir="/tmp"))
     box: dict[str, Any] = {}
 
     def target() -> None:
         try:
-            box["runner"] = _invoke(request, private, on_event, cancel)
+            box["runner"] = _invoke(request, private, control_dir, on_event, cancel)
         except BaseException as exc:  # re-raised on the calling thread
             box["error"] = exc
 
@@ -136,16 +139,21 @@ def run_ansible(
         if cancel_requested:
             cancel.set()
             thread.join(10)
-        _kill_leftovers(private)
+        _kill_leftovers(private, control_dir)
         outcome = _outcome(box.get("runner"), private)
         shutil.rmtree(private, ignore_errors=True)
+        shutil.rmtree(control_dir, ignore_errors=True)
     if "error" in box:
         raise box["error"]
     return outcome
 
 
 def _invoke(
-    request: RunnerRequest, private: Path, on_event: EventCallback, cancel: threading.Event
+    request: RunnerRequest,
+    private: Path,
+    control_dir: Path,
+    on_event: EventCallback,
+    cancel: threading.Event,
 ) -> Any:
     bin_dir = _wrapper(private)
 
@@ -164,7 +172,7 @@ def _invoke(
         extravars=request.extra_vars or None,
         cmdline=_cmdline(request),
         forks=request.forks,
-        envvars=_envvars(request, private, bin_dir),
+        envvars=_envvars(request, private, control_dir, bin_dir),
         # Check the cancel flag every 0.25 s instead of runner's default 5 s.
         settings={"pexpect_timeout": 0.25, "suppress_ansible_output": True},
         timeout=max(1, round(request.timeout)) if request.timeout else None,
@@ -185,24 +193,24 @@ def _outcome(runner: Any, private: Path) -> RunnerOutcome:
     return RunnerOutcome(str(runner.status), int(runner.rc if runner.rc is not None else -1), tail)
 
 
-def _kill_leftovers(private: Path, timeout: float = 5.0) -> None:
-    """SIGKILL every process whose command line names this run's private dir."""
-    marker = str(private).encode()
+def _kill_leftovers(*dirs: Path, timeout: float = 5.0) -> None:
+    """SIGKILL every process whose command line names one of this run's directories."""
+    markers = [str(d).encode() for d in dirs]
     deadline = time.monotonic() + timeout
     while True:
-        pids = [pid for pid in _pids_mentioning(marker) if pid != os.getpid()]
+        pids = [pid for pid in _pids_mentioning(markers) if pid != os.getpid()]
         if not pids:
             return
         for pid in pids:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         if time.monotonic() > deadline:
-            logger.warning("processes %s of run %s survived SIGKILL", pids, private)
+            logger.warning("processes %s of run %s survived SIGKILL", pids, dirs[0])
             return
         time.sleep(0.05)
 
 
-def _pids_mentioning(marker: bytes) -> list[int]:
+def _pids_mentioning(markers: list[bytes]) -> list[int]:
     pids = []
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
@@ -214,6 +222,7 @@ def _pids_mentioning(marker: bytes) -> list[int]:
                 stat = handle.read()
         except OSError:
             continue
-        if marker in cmdline and stat[stat.rindex(b")") + 2 :][:1] != b"Z":
+        zombie = stat[stat.rindex(b")") + 2 :][:1] == b"Z"
+        if not zombie and any(m in cmdline for m in markers):
             pids.append(int(entry.name))
     return pids

@@ -102,11 +102,10 @@ def resolve_inventory(inventory: str | Path, project_dir: Path) -> Path:
     if not text:
         raise InventoryError("no inventory given")
     path = Path(text)
-    for candidate in (
-        path if path.is_absolute() else project_dir / path,
-        project_dir / "inventory" / text,
-    ):
+    direct = path if path.is_absolute() else project_dir / path
+    for candidate in (direct, project_dir / "inventory" / text):
         if candidate.exists():
+            _require_hosts_file(candidate)
             return candidate.resolve()
     base = project_dir / "inventory"
     known = sorted(p.name for p in base.iterdir() if p.is_dir()) if base.is_dir() else []
@@ -114,6 +113,16 @@ def resolve_inventory(inventory: str | Path, project_dir: Path) -> Path:
         f"unknown inventory {text!r}: no such environment under {base} or path; "
         f"environments: {', '.join(known) or 'none'}"
     )
+
+
+def _require_hosts_file(inventory: Path) -> None:
+    """An environment directory holding only group_vars/host_vars has no hosts to run on."""
+    if not inventory.is_dir():
+        return
+    sources = [p for p in inventory.iterdir() if p.name not in ("group_vars", "host_vars")]
+    if not sources:
+        hint = " (the lab's is written by 'fleetflow lab up')" if inventory.name == "lab" else ""
+        raise InventoryError(f"inventory {inventory} has no hosts file{hint}")
 
 
 def validate_extra_vars(extra_vars: Any) -> dict[str, Any]:

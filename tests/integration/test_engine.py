@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -200,3 +202,47 @@ def test_unparsable_inventory_is_refused(lab: Lab, tmp_path: Path) -> None:
     broken.write_text("all: [this is: not valid\n")
     with pytest.raises(InventoryError, match="cannot be used"):
         one_run("ping", str(broken), {})
+
+
+def test_artifacts_and_live_logs_reach_the_server_and_nothing_stays_on_disk(
+    lab: Lab, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        ArtifactFilter,
+        ArtifactFilterFlowRunId,
+        LogFilter,
+        LogFilterFlowRunId,
+    )
+
+    run_dir = tmp_path / "runs"
+    run_dir.mkdir()
+    monkeypatch.setenv("FLEETFLOW_RUN_DIR", str(run_dir))
+    state = one_run("ping", str(lab.inventory_dir), {}, return_state=True)
+    assert state.is_completed()
+    flow_run_id = state.state_details.flow_run_id
+    assert flow_run_id is not None
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
+        )
+    by_type = {a.type: a for a in artifacts}
+    table = by_type["table"]
+    assert table.key == f"hosts-ping-{lab.inventory_dir.name}".lower().replace("_", "-")
+    rows = json.loads(table.data) if isinstance(table.data, str) else table.data
+    assert sorted(r["host"] for r in rows) == names(lab)
+    assert {r["status"] for r in rows} == {"ok"}
+    assert by_type["progress"].data == 100.0
+    # Logs are shipped in batches by a background worker: poll until the last one arrives.
+    log_filter = LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id]))
+    deadline = time.monotonic() + 20
+    while True:
+        with get_client(sync_client=True) as client:
+            messages = [log.message for log in client.read_logs(log_filter=log_filter)]
+        if any("PLAY RECAP" in m for m in messages) or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert "TASK [Ping the host over SSH]" in messages
+    assert any(m.startswith(f"{names(lab)[0]} | ok | Ping the host") for m in messages), messages
+    # The private data dir (with runner's env dump) is gone once the run ends.
+    assert list(run_dir.iterdir()) == []

@@ -55,3 +55,9 @@ def test_listing_parser(tmp_path: Path) -> None:
 
 def test_hosts_sort_naturally() -> None:
     assert sorted(["web-10", "web-2", "db-1"], key=natural_key) == ["db-1", "web-2", "web-10"]
+
+
+def test_environment_without_hosts_file_says_how_to_get_one(tmp_path: Path) -> None:
+    (tmp_path / "inventory/lab/group_vars").mkdir(parents=True)
+    with pytest.raises(InventoryError, match=r"has no hosts file.*fleetflow lab up"):
+        resolve_inventory("lab", tmp_path)
