@@ -246,3 +246,22 @@ def test_artifacts_and_live_logs_reach_the_server_and_nothing_stays_on_disk(
     assert any(m.startswith(f"{names(lab)[0]} | ok | Ping the host") for m in messages), messages
     # The private data dir (with runner's env dump) is gone once the run ends.
     assert list(run_dir.iterdir()) == []
+
+
+def test_timeout_kills_the_run(lab: Lab) -> None:
+    from fleetflow import PlaybookTimedOut
+
+    tag = uuid.uuid4().hex[:8]
+    host = names(lab)[0]
+    started = time.monotonic()
+    with pytest.raises(PlaybookTimedOut) as caught:
+        run(lab, str(FIXTURES / "sleep.yml"), limit=host, timeout=4,
+            extra_vars={"tag": tag, "seconds": 30})  # fmt: skip
+    elapsed = time.monotonic() - started
+    assert caught.value.result.status == RunStatus.TIMED_OUT
+    assert elapsed < 20, elapsed
+    assert lab.ssh(host, f"test -e /root/ff-sleep-started-{tag}").returncode == 0
+    assert lab.ssh(host, f"test -e /root/ff-sleep-ended-{tag}").returncode == 1
+    leftovers = subprocess.run(["pgrep", "-f", str(FIXTURES / "sleep.yml")],
+                               capture_output=True, text=True, check=False)  # fmt: skip
+    assert leftovers.stdout == ""

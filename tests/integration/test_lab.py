@@ -98,26 +98,20 @@ def test_package_install_stays_on_its_host(lab: Lab) -> None:
     assert lab.ssh(second.name, "command -v tree").returncode == 1
 
 
-def test_cut_and_restore_network(lab: Lab) -> None:
+@pytest.mark.parametrize(
+    ("fault", "undo", "state"),
+    [("cut", "restore", HostState.CUT), ("freeze", "thaw", HostState.FROZEN)],
+)
+def test_fault_makes_host_unreachable_and_undo_brings_it_back(
+    lab: Lab, fault: str, undo: str, state: HostState
+) -> None:
     host = lab.hosts()[1].name
-    lab.cut(host)
+    getattr(lab, fault)(host)
     try:
-        assert lab.status()[host] == HostState.CUT
+        assert lab.status()[host] == state
         assert lab.ssh(host, "true").returncode == 255
     finally:
-        lab.restore(host)
-    assert lab.status()[host] == HostState.RUNNING
-    assert lab.ssh(host, "true").returncode == 0
-
-
-def test_freeze_and_thaw(lab: Lab) -> None:
-    host = lab.hosts()[2].name
-    lab.freeze(host)
-    try:
-        assert lab.status()[host] == HostState.FROZEN
-        assert lab.ssh(host, "true").returncode == 255
-    finally:
-        lab.thaw(host)
+        getattr(lab, undo)(host)
     assert lab.status()[host] == HostState.RUNNING
     assert lab.ssh(host, "true").returncode == 0
 

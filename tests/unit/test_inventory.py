@@ -28,8 +28,12 @@ def test_unknown_playbook_lists_the_known_ones() -> None:
         resolve_playbook("nope", REPO)
 
 
-def test_inventory_by_environment_name() -> None:
-    assert resolve_inventory("lab", REPO) == REPO / "inventory/lab"
+def test_inventory_by_environment_name_or_path(tmp_path: Path) -> None:
+    staging = tmp_path / "inventory/staging"
+    staging.mkdir(parents=True)
+    (staging / "hosts.yml").write_text("all:\n  hosts:\n    web-01:\n")
+    assert resolve_inventory("staging", tmp_path) == staging
+    assert resolve_inventory(str(staging / "hosts.yml"), tmp_path) == staging / "hosts.yml"
 
 
 def test_unknown_environment_lists_the_known_ones() -> None:
