@@ -52,6 +52,8 @@ def rolling_update(
             inventory=inventory,
             limit=limit,
             extra_vars={"app_version": version},
+            # The dependency on both branches is recorded in the run graph.
+            wait_for=[preflight, snapshot],
             return_state=True,
         )
         row["deploy"] = deploy.type.value.lower()
@@ -61,6 +63,7 @@ def rolling_update(
                 inventory=inventory,
                 limit=limit,
                 extra_vars={"expected_version": version},
+                wait_for=[deploy],
                 return_state=True,
             )
             row["health"] = health.type.value.lower()
