@@ -13,6 +13,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
 from fleetflow import ConfigurationError, PlaybookResult, resolve_hosts, run_playbook
+from fleetflow.params import BatchSize, HostPattern, Inventory, Version
 
 
 def batches(hosts: list[str], size: int) -> list[list[str]]:
@@ -21,10 +22,10 @@ def batches(hosts: list[str], size: int) -> list[list[str]]:
 
 @flow(name="rolling_update")
 def rolling_update(
-    version: str,
-    hosts: str = "web",
-    inventory: str = "lab",
-    batch_size: int = 2,
+    version: Version,
+    hosts: HostPattern = "web",
+    inventory: Inventory = "lab",
+    batch_size: BatchSize = 2,
 ) -> dict[str, Any]:
     """Deploy `version` of the application to `hosts`, `batch_size` hosts at a time."""
     if batch_size < 1:

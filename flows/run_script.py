@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from prefect import flow
 from prefect.artifacts import create_table_artifact
+from pydantic import Field
 
 from fleetflow import ConfigurationError, PlaybookFailed, RetryPolicy, run_playbook
+from fleetflow.params import BatchSize, HostPattern, Inventory, Percentage, Retries
 from fleetflow.report import print_result
 from fleetflow.settings import get_settings
 
@@ -17,13 +21,13 @@ def available_scripts() -> list[str]:
 
 @flow(name="run_script", log_prints=True)
 def run_script(
-    script: str,
-    hosts: str = "all",
-    inventory: str = "lab",
+    script: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")],
+    hosts: HostPattern = "all",
+    inventory: Inventory = "lab",
     args: list[str] | None = None,
-    batch_size: int | None = None,
-    max_fail_percentage: float = 0.0,
-    retries: int = 0,
+    batch_size: BatchSize | None = None,
+    max_fail_percentage: Percentage = 0.0,
+    retries: Retries = 0,
 ) -> dict[str, dict[str, str]]:
     """Run scripts/<script> with `args` on the hosts matching `hosts`, `batch_size` at a time.
 

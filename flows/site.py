@@ -5,17 +5,18 @@ from __future__ import annotations
 from prefect import flow
 
 from fleetflow import PlaybookResult, RetryPolicy, run_playbook
+from fleetflow.params import HostPattern, Inventory, Retries
 from fleetflow.report import print_result
 
 
 @flow(name="site", log_prints=True)
 def site(
-    inventory: str = "lab",
-    limit: str | None = None,
+    inventory: Inventory = "lab",
+    limit: HostPattern | None = None,
     check: bool = False,
     diff: bool = False,
     tags: list[str] | None = None,
-    retries: int = 1,
+    retries: Retries = 1,
 ) -> PlaybookResult:
     """Converge every host (or `limit`) to the roles in playbooks/site.yml.
 

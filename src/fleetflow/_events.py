@@ -78,7 +78,10 @@ class EventCollector:
         self.events += 1
         kind = event.get("event", "")
         data = event.get("event_data") or {}
-        if kind == "playbook_on_task_start":
+        if kind == "playbook_on_start":
+            # The first event: ansible-playbook is up (trigger-latency benchmarks end here).
+            self.logger.info("ansible-playbook started")
+        elif kind == "playbook_on_task_start":
             self.logger.info("TASK [%s]", data.get("task") or data.get("name") or "?")
         elif kind == "runner_on_start":
             self._track(data, event)

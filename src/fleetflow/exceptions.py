@@ -9,6 +9,8 @@
     │   └── NoHostsMatched          the limit/pattern selects no host
     ├── LabError                  the lab fleet could not be built or changed
     │   └── PrerequisiteMissing     not root, missing tool (says how to get it)
+    ├── StackError                the Prefect server/workers could not be started or stopped
+    ├── HostLockTimeout           the hosts stayed locked by other runs past the lock timeout
     └── PlaybookRunError          the playbook ran and did not succeed; carries `.result`
         ├── PlaybookFailed          failed/unreachable hosts above max_fail_percentage
         ├── PlaybookTimedOut        the run exceeded its timeout and was killed
@@ -28,6 +30,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ConfigurationError",
     "FleetflowError",
+    "HostLockTimeout",
     "InventoryError",
     "LabError",
     "NoHostsMatched",
@@ -37,6 +40,7 @@ __all__ = [
     "PlaybookRunError",
     "PlaybookTimedOut",
     "PrerequisiteMissing",
+    "StackError",
 ]
 
 
@@ -66,6 +70,14 @@ class LabError(FleetflowError):
 
 class PrerequisiteMissing(LabError):
     """Something the lab needs from the machine is missing; the message says how to get it."""
+
+
+class StackError(FleetflowError):
+    """The stack (Prefect server, database, workers) could not be started, changed or stopped."""
+
+
+class HostLockTimeout(FleetflowError):
+    """Other runs held some of the target hosts longer than the lock timeout; nothing ran."""
 
 
 class PlaybookRunError(FleetflowError):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["FleetflowSettings", "find_project_dir", "get_settings"]
@@ -50,6 +50,19 @@ class FleetflowSettings(BaseSettings):
     )
     lab_ssh_port: int = Field(default=22, description="Port each lab host's sshd listens on.")
     lab_debian_suite: str = Field(default="bookworm", description="Debian suite of lab hosts.")
+    database_url: SecretStr | None = Field(
+        default=None,
+        description=(
+            "PostgreSQL URL of the Prefect server's database "
+            "(postgresql://user:password@host:5432/fleetflow); unset: Prefect's SQLite."
+        ),
+    )
+    stack_dir: Path = Field(
+        default=Path("/var/lib/fleetflow/stack"),
+        description="State and logs of the services `fleetflow stack up` starts.",
+    )
+    api_host: str = Field(default="127.0.0.1", description="Address the Prefect server binds.")
+    api_port: int = Field(default=4200, ge=1, le=65535, description="Port of the Prefect server.")
 
 
 def get_settings() -> FleetflowSettings:

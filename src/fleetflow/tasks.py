@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, cast
 from uuid import UUID
@@ -20,6 +20,7 @@ from prefect.cache_policies import NO_CACHE
 
 from fleetflow._engine import PlaybookRequest, check_request, execute
 from fleetflow._events import EventCollector
+from fleetflow._locks import host_locks
 from fleetflow._runner import run_ansible
 from fleetflow.exceptions import (
     PlaybookCanceled,
@@ -86,6 +87,8 @@ def run_playbook(
     retry: RetryPolicy | None = None,
     project_dir: Path | None = None,
     raise_on_failure: bool = True,
+    host_lock: bool = True,
+    lock_timeout: float | None = None,
 ) -> PlaybookResult:
     """Run an Ansible playbook against an inventory and return what happened on every host.
 
@@ -103,6 +106,9 @@ def run_playbook(
         retry: Retry only the failed/unreachable hosts (default: a single attempt).
         project_dir: Repository root (default: FLEETFLOW_PROJECT_DIR or the current checkout).
         raise_on_failure: Raise PlaybookFailed/TimedOut/Canceled (carrying the result).
+        host_lock: Wait until no other run is playing on any of the targeted hosts, and
+            keep them to this run until it ends (Prefect global concurrency limits).
+        lock_timeout: Seconds to wait for those hosts; then HostLockTimeout, nothing run.
 
     Bad input (unknown playbook or inventory, syntax errors, a limit matching no host,
     extra_vars that are not a mapping) raises ConfigurationError before any host is touched.
@@ -132,7 +138,10 @@ def run_playbook(
         plan.playbook.name, inventory, len(plan.hosts), plan.task_count,
         " (check mode)" if check else "",
     )  # fmt: skip
-    with _progress_artifact(f"{plan.playbook.name} on {inventory}") as collectors:
+    with (
+        host_locks(plan.hosts, lock_timeout, logger) if host_lock else nullcontext(),
+        _progress_artifact(f"{plan.playbook.name} on {inventory}") as collectors,
+    ):
         result = execute(request, plan, run_ansible, logger, on_collector=collectors.append)
     create_table_artifact(
         table=result.table(),

@@ -1,0 +1,48 @@
+"""Flow parameter types whose constraints reach the deployment's parameter schema.
+
+Prefect turns these into JSON schema, so the server rejects a bad value when the run
+is triggered (`prefect deployment run --param retries=-1` fails at once) and the UI
+shows the limits; the same constraints are checked again when the flow starts.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import Field
+
+__all__ = ["BatchSize", "HostPattern", "Inventory", "Percentage", "Retries", "Version"]
+
+Inventory = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=255,
+        pattern=r"^[^\s]+$",
+        description="Environment under inventory/ (lab, staging, prod) or a path to one.",
+    ),
+]
+HostPattern = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=1000,
+        description="Ansible host pattern: all, web, db-01, 'web:&eu', 'all:!db-02'.",
+    ),
+]
+Retries = Annotated[
+    int, Field(ge=0, le=5, description="Extra attempts for failed/unreachable hosts only.")
+]
+BatchSize = Annotated[int, Field(ge=1, le=1000, description="Hosts changed at once.")]
+Percentage = Annotated[
+    float, Field(ge=0, le=100, description="Share of hosts allowed to fail (0-100).")
+]
+Version = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._+-]*$",
+        description="Version to deploy (letters, digits, . _ + -).",
+    ),
+]

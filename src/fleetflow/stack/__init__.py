@@ -1,0 +1,20 @@
+"""The orchestrator's services on this machine: Prefect server, work pool, process workers."""
+
+from fleetflow.stack._config import (
+    QueueSpec,
+    StackConfig,
+    WorkerSpec,
+    WorkPoolSpec,
+    parse_worker_option,
+)
+from fleetflow.stack._stack import Stack, StackStatus
+
+__all__ = [
+    "QueueSpec",
+    "Stack",
+    "StackConfig",
+    "StackStatus",
+    "WorkPoolSpec",
+    "WorkerSpec",
+    "parse_worker_option",
+]

@@ -1,0 +1,98 @@
+"""What `fleetflow stack up` builds: a work pool, its queues and the local workers."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from fleetflow.exceptions import StackError
+
+__all__ = ["QueueSpec", "StackConfig", "WorkPoolSpec", "WorkerSpec", "parse_worker_option"]
+
+_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class QueueSpec(_Strict):
+    """A work queue: one per site/environment, so a worker can be pointed at it."""
+
+    name: str = Field(pattern=_NAME)
+    priority: int = Field(default=1, ge=1, description="1 is served first.")
+    concurrency_limit: int | None = Field(default=None, ge=0, description="Runs at once.")
+    description: str = ""
+
+
+class WorkPoolSpec(_Strict):
+    name: str = Field(default="fleetflow", pattern=_NAME)
+    concurrency_limit: int | None = Field(default=None, ge=0)
+    queues: tuple[QueueSpec, ...] = (QueueSpec(name="lab"),)
+
+    @model_validator(mode="after")
+    def _unique_queues(self) -> WorkPoolSpec:
+        names = [queue.name for queue in self.queues]
+        if len(set(names)) != len(names):
+            raise ValueError(f"queue names repeat: {names}")
+        return self
+
+
+class WorkerSpec(_Strict):
+    """A process worker this machine runs, serving some of the pool's queues."""
+
+    name: str = Field(pattern=_NAME)
+    queues: tuple[str, ...] = Field(min_length=1)
+
+
+class StackConfig(_Strict):
+    work_pool: WorkPoolSpec = WorkPoolSpec()
+    workers: tuple[WorkerSpec, ...] = (WorkerSpec(name="worker-1", queues=("lab",)),)
+    # Stock workers poll every 10 s; a one-second poll is what makes triggers feel immediate.
+    worker_poll_seconds: float = Field(default=1.0, gt=0, le=60)
+
+    @model_validator(mode="after")
+    def _workers_serve_known_queues(self) -> StackConfig:
+        known = {queue.name for queue in self.work_pool.queues}
+        for worker in self.workers:
+            if unknown := sorted(set(worker.queues) - known):
+                raise ValueError(
+                    f"worker {worker.name} serves unknown queues {unknown}; "
+                    f"the pool has {sorted(known)}"
+                )
+        names = [worker.name for worker in self.workers]
+        if len(set(names)) != len(names):
+            raise ValueError(f"worker names repeat: {names}")
+        return self
+
+    @classmethod
+    def load(cls, path: Path) -> StackConfig:
+        """Read a stack file; a missing or malformed one is a StackError naming the file."""
+        try:
+            data = yaml.safe_load(path.read_text())
+            return cls.model_validate(data or {})
+        except OSError as exc:
+            raise StackError(f"cannot read stack config {path}: {exc}") from exc
+        except (yaml.YAMLError, ValidationError) as exc:
+            raise StackError(f"invalid stack config {path}: {exc}") from exc
+
+    def with_workers(self, workers: list[WorkerSpec]) -> StackConfig:
+        """The same pool with these workers instead of the file's (validated again)."""
+        try:
+            return StackConfig.model_validate({**self.model_dump(), "workers": workers})
+        except ValidationError as exc:
+            raise StackError(f"invalid --worker: {exc}") from exc
+
+
+def parse_worker_option(text: str) -> WorkerSpec:
+    """Parse ``NAME=QUEUE[,QUEUE...]`` from the command line."""
+    match = re.fullmatch(r"([^=]+)=(.+)", text)
+    if not match:
+        raise StackError(f"--worker {text!r}: expected NAME=QUEUE[,QUEUE...]")
+    try:
+        return WorkerSpec(name=match[1], queues=tuple(q for q in match[2].split(",") if q))
+    except ValidationError as exc:
+        raise StackError(f"--worker {text!r}: {exc}") from exc

@@ -1,0 +1,108 @@
+"""Detached service processes: start them, recognise them after a restart, stop all of them."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+__all__ = ["ServiceProcess", "processes_marked", "spawn", "stop_all"]
+
+# Every process the stack starts carries this variable (and its children inherit it),
+# so `down` finds stragglers such as flow-run processes or SSH control masters.
+MARK_VARIABLE = "FLEETFLOW_STACK_MARK"
+# Popen objects of services started from this process, kept so they are never collected
+# (collecting a running child's Popen warns); the services outlive us by design.
+_STARTED: list[subprocess.Popen[bytes]] = []
+
+
+@dataclass(frozen=True)
+class ServiceProcess:
+    role: str  # "server" or "worker"
+    name: str
+    pid: int
+    start_ticks: int  # /proc start time: tells our process from a recycled PID
+    log: str
+
+    def alive(self) -> bool:
+        return _start_ticks(self.pid) == self.start_ticks
+
+    def to_json(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def _start_ticks(pid: int) -> int | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2 :].split()
+    if fields[0] == "Z":
+        return None
+    return int(fields[19])
+
+
+def spawn(
+    role: str, name: str, argv: list[str], *, env: dict[str, str], log: Path, cwd: Path
+) -> ServiceProcess:
+    """Start `argv` in its own session, output appended to `log`, detached from our terminal."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as out, open(os.devnull, "rb") as devnull:
+        proc = subprocess.Popen(
+            argv,
+            stdin=devnull,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=cwd,
+            start_new_session=True,
+        )
+    _STARTED.append(proc)
+    ticks = _start_ticks(proc.pid)
+    return ServiceProcess(role, name, proc.pid, ticks or 0, str(log))
+
+
+def processes_marked(mark: str) -> list[int]:
+    """PIDs of live processes whose environment carries `MARK_VARIABLE=mark`."""
+    needle = f"{MARK_VARIABLE}={mark}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes()
+        except OSError:
+            continue
+        if needle in environ.split(b"\0") and _start_ticks(int(entry.name)) is not None:
+            found.append(int(entry.name))
+    return found
+
+
+def _signal_groups(pids: list[int], sig: signal.Signals) -> None:
+    for pid in pids:
+        for send in (os.killpg, os.kill):
+            try:
+                send(pid, sig)
+            except (ProcessLookupError, PermissionError):
+                continue
+
+
+def stop_all(services: list[ServiceProcess], mark: str, grace: float = 15.0) -> list[int]:
+    """SIGTERM each service's process group, then SIGKILL what is left; return survivors."""
+    live = [service.pid for service in services if service.alive()]
+    _signal_groups(live, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        if not any(service.alive() for service in services):
+            break
+        time.sleep(0.2)
+    for _ in range(3):
+        stragglers = [s.pid for s in services if s.alive()] + processes_marked(mark)
+        if not stragglers:
+            return []
+        _signal_groups(stragglers, signal.SIGKILL)
+        time.sleep(0.5)
+    return processes_marked(mark)

@@ -1,0 +1,242 @@
+"""A Prefect server (PostgreSQL or SQLite), its work pool and local process workers."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from fleetflow.exceptions import StackError
+from fleetflow.stack._config import StackConfig, WorkerSpec
+from fleetflow.stack._database import database_url, ensure_database, masked
+from fleetflow.stack._pool import apply_work_pool, worker_states
+from fleetflow.stack._procs import MARK_VARIABLE, ServiceProcess, spawn, stop_all
+
+__all__ = ["Stack", "StackStatus"]
+
+log = logging.getLogger(__name__)
+_SERVER_START_SECONDS = 180.0
+_WORKER_ONLINE_SECONDS = 90.0
+
+
+@dataclass(frozen=True)
+class StackStatus:
+    api_url: str
+    database: str
+    server_healthy: bool
+    processes: list[tuple[ServiceProcess, bool]]
+    workers: dict[str, str] = field(default_factory=dict)  # name -> Prefect's ONLINE/OFFLINE
+
+    @property
+    def up(self) -> bool:
+        return self.server_healthy and all(alive for _, alive in self.processes)
+
+
+class Stack:
+    """`up`, `status` and `down` of the services one machine runs, state in `directory`."""
+
+    def __init__(
+        self,
+        directory: Path,
+        project_dir: Path,
+        host: str = "127.0.0.1",
+        port: int = 4200,
+        database: str | None = None,
+    ) -> None:
+        self.directory = directory.resolve()
+        self.project_dir = project_dir.resolve()
+        self.host, self.port = host, port
+        self.database = database_url(database) if database else None
+        self._state_file = self.directory / "stack.json"
+
+    @property
+    def api_url(self) -> str:
+        return f"http://{self.host}:{self.port}/api"
+
+    @property
+    def database_label(self) -> str:
+        if self.database is None:
+            return f"sqlite:{self.directory / 'home' / 'prefect.db'}"
+        return masked(self.database)
+
+    # -- state -------------------------------------------------------------------------
+
+    def _load(self) -> list[ServiceProcess]:
+        try:
+            state = json.loads(self._state_file.read_text())
+        except FileNotFoundError:
+            return []
+        except (OSError, ValueError) as exc:
+            raise StackError(f"unreadable stack state {self._state_file}: {exc}") from exc
+        return [ServiceProcess(**entry) for entry in state["processes"]]
+
+    def _save(self, processes: list[ServiceProcess]) -> None:
+        state = {
+            "api_url": self.api_url,
+            "database": self.database_label,
+            "processes": [p.to_json() for p in processes],
+        }
+        self._state_file.write_text(json.dumps(state, indent=2) + "\n")
+
+    def _env(self, extra: dict[str, str]) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API_DATABASE")}
+        env.update(
+            PREFECT_HOME=str(self.directory / "home"),
+            PREFECT_SERVER_ANALYTICS_ENABLED="false",
+            FLEETFLOW_PROJECT_DIR=str(self.project_dir),
+            PYTHONUNBUFFERED="1",
+        )
+        env[MARK_VARIABLE] = str(self.directory)
+        env.update(extra)
+        return env
+
+    def _server_env(self) -> dict[str, str]:
+        extra = {"PREFECT_API_DATABASE_MIGRATE_ON_START": "false"}
+        if self.database is not None:
+            # Through the environment only: a password in argv would show in `ps`.
+            extra["PREFECT_API_DATABASE_CONNECTION_URL"] = self.database.render_as_string(
+                hide_password=False
+            )
+        return self._env(extra)
+
+    # -- up ------------------------------------------------------------------------------
+
+    def up(self, config: StackConfig) -> StackStatus:
+        """Start what is not running yet; on failure stop what this call started."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        running = [p for p in self._load() if p.alive()]
+        started: list[ServiceProcess] = []
+        try:
+            if not any(p.role == "server" for p in running):
+                started.append(self._start_server())
+            self._save(running + started)
+            apply_work_pool(self.api_url, config.work_pool)
+            alive_workers = {p.name for p in running if p.role == "worker"}
+            new_workers = [w for w in config.workers if w.name not in alive_workers]
+            for worker in new_workers:
+                started.append(self._start_worker(config, worker))
+                self._save(running + started)
+            self._wait_workers_online(config.work_pool.name, [w.name for w in new_workers])
+        except BaseException:
+            stop_all(started, mark=f"{self.directory}#none")
+            self._save(running)
+            raise
+        return self.status(config.work_pool.name)
+
+    def _prefect(self, *args: str) -> list[str]:
+        return [str(Path(sys.executable).parent / "prefect"), *args]
+
+    def _start_server(self) -> ServiceProcess:
+        if _port_open(self.host, self.port):
+            raise StackError(f"{self.host}:{self.port} is already in use; choose --port")
+        env = self._server_env()
+        if self.database is not None and ensure_database(self.database):
+            log.info("created database %s", self.database.database)
+        started = time.monotonic()
+        upgrade = subprocess.run(
+            self._prefect("server", "database", "upgrade", "-y"),
+            env=env, capture_output=True, text=True, timeout=600, check=False,
+        )  # fmt: skip
+        if upgrade.returncode != 0:
+            raise StackError(
+                f"database migration failed:\n{_tail(upgrade.stdout + upgrade.stderr)}"
+            )
+        log.info("database migrated in %.1f s", time.monotonic() - started)
+        server = spawn(
+            "server", "prefect-server",
+            self._prefect("server", "start", "--host", self.host, "--port", str(self.port)),
+            env=env, log=self.directory / "logs" / "server.log", cwd=self.directory,
+        )  # fmt: skip
+        self._wait_healthy(server)
+        return server
+
+    def _wait_healthy(self, server: ServiceProcess) -> None:
+        deadline = time.monotonic() + _SERVER_START_SECONDS
+        while time.monotonic() < deadline:
+            if not server.alive():
+                raise StackError(f"Prefect server exited:\n{_tail_file(Path(server.log))}")
+            if self.healthy():
+                return
+            time.sleep(0.5)
+        raise StackError(f"Prefect server not healthy after {_SERVER_START_SECONDS:.0f} s")
+
+    def _start_worker(self, config: StackConfig, worker: WorkerSpec) -> ServiceProcess:
+        argv = self._prefect(
+            "worker", "start", "--pool", config.work_pool.name,
+            "--name", worker.name, "--type", "process",
+        )  # fmt: skip
+        for queue in worker.queues:
+            argv += ["--work-queue", queue]
+        env = self._env(
+            {
+                "PREFECT_API_URL": self.api_url,
+                "PREFECT_WORKER_QUERY_SECONDS": str(config.worker_poll_seconds),
+                "FLEETFLOW_WORKER_NAME": worker.name,
+            }
+        )
+        log_file = self.directory / "logs" / f"worker-{worker.name}.log"
+        return spawn("worker", worker.name, argv, env=env, log=log_file, cwd=self.project_dir)
+
+    def _wait_workers_online(self, pool: str, names: list[str]) -> None:
+        deadline = time.monotonic() + _WORKER_ONLINE_SECONDS
+        while names and time.monotonic() < deadline:
+            states = worker_states(self.api_url, pool)
+            if all(states.get(name) == "ONLINE" for name in names):
+                return
+            for process in self._load():
+                if process.role == "worker" and process.name in names and not process.alive():
+                    raise StackError(
+                        f"worker {process.name} exited:\n{_tail_file(Path(process.log))}"
+                    )
+            time.sleep(0.5)
+        if names:
+            raise StackError(f"workers {names} did not come online in {_WORKER_ONLINE_SECONDS} s")
+
+    # -- status / down -------------------------------------------------------------------
+
+    def healthy(self) -> bool:
+        try:
+            return httpx.get(f"{self.api_url}/health", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def status(self, pool: str = "fleetflow") -> StackStatus:
+        processes = [(p, p.alive()) for p in self._load()]
+        healthy = self.healthy()
+        workers = worker_states(self.api_url, pool) if healthy else {}
+        return StackStatus(self.api_url, self.database_label, healthy, processes, workers)
+
+    def down(self) -> None:
+        """Stop workers (and their flow runs), then the server; verify nothing is left."""
+        processes = self._load()
+        workers = [p for p in processes if p.role == "worker"]
+        survivors = stop_all(workers, mark=f"{self.directory}#workers")
+        survivors += stop_all(processes, mark=str(self.directory))
+        if survivors:
+            raise StackError(f"processes survived SIGKILL: {sorted(set(survivors))}")
+        self._state_file.unlink(missing_ok=True)
+
+
+def _port_open(host: str, port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(1)
+        return sock.connect_ex((host, port)) == 0
+
+
+def _tail(text: str, lines: int = 30) -> str:
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def _tail_file(path: Path) -> str:
+    try:
+        return _tail(path.read_text(errors="replace"))
+    except OSError:
+        return f"(no log at {path})"

@@ -1,0 +1,267 @@
+"""The stack end to end: Prefect server on the running PostgreSQL, deployments from
+prefect.yaml, two process workers on different queues, runs triggered by the CLI
+against the lab, host locks between runs, and `stack down` leaving nothing behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg2
+import pytest
+
+from fleetflow.lab import Lab
+from fleetflow.stack._procs import processes_marked
+
+from ..conftest import REPO
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+BIN = Path(sys.executable).parent
+FIXTURES = REPO / "tests" / "fixtures" / "playbooks"
+PG = "postgresql://postgres@127.0.0.1:5432"
+CONFIG = """
+work_pool:
+  name: fleetflow
+  queues:
+    - {name: lab, priority: 1, concurrency_limit: 4}
+    - {name: staging, priority: 2, concurrency_limit: 1}
+workers:
+  - {name: worker-lab, queues: [lab]}
+  - {name: worker-staging, queues: [staging]}
+worker_poll_seconds: 1
+"""
+
+
+@dataclass
+class RunningStack:
+    env: dict[str, str]
+    directory: Path
+    database: str
+    inventory: str
+
+    def cli(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*args], cwd=REPO, env=self.env, capture_output=True, text=True,
+            timeout=timeout, check=False,
+        )  # fmt: skip
+
+    def trigger(self, deployment: str, watch: bool = False, **params: Any) -> tuple[int, str, str]:
+        """`prefect deployment run`: exit code, flow run id ('' if none), output."""
+        argv = [
+            str(BIN / "prefect"),
+            "deployment",
+            "run",
+            deployment,
+            "--params",
+            json.dumps(params),
+        ]
+        done = self.cli(*argv, *(["--watch"] if watch else []))
+        output = done.stdout + done.stderr
+        match = re.search(r"UUID: ([0-9a-f-]{36})", output)
+        return done.returncode, match[1] if match else "", output
+
+    def query(self, sql: str, *args: object) -> list[tuple[Any, ...]]:
+        with psycopg2.connect(f"{PG}/{self.database}") as conn, conn.cursor() as cur:
+            cur.execute(sql, args)
+            return cur.fetchall()
+
+    def wait_final(self, *run_ids: str, timeout: float = 240) -> dict[str, tuple[Any, ...]]:
+        """Each run's (state_type, start_time, end_time, work_queue_name) once all ended."""
+        deadline = time.monotonic() + timeout
+        while True:
+            rows = self.query(
+                "SELECT id::text, state_type, start_time, end_time, work_queue_name "
+                "FROM flow_run WHERE id::text = ANY(%s)",
+                list(run_ids),
+            )
+            runs = {row[0]: row[1:] for row in rows}
+            final = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
+            if len(runs) == len(run_ids) and all(r[0] in final for r in runs.values()):
+                return runs
+            assert time.monotonic() < deadline, f"runs not finished: {runs}"
+            time.sleep(1)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _drop_database(name: str) -> None:
+    conn = psycopg2.connect(f"{PG}/postgres")
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    conn.close()
+
+
+@pytest.fixture(scope="module")
+def stack(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
+    directory = tmp_path_factory.mktemp("stack")
+    config = directory / "stack.yaml"
+    config.write_text(CONFIG)
+    database = f"fleetflow_test_{os.getpid()}"
+    port = _free_port()
+    env = {
+        **os.environ,
+        "FLEETFLOW_STACK_DIR": str(directory),
+        "FLEETFLOW_DATABASE_URL": f"{PG}/{database}",
+        "FLEETFLOW_API_PORT": str(port),
+        "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
+    }
+    running = RunningStack(env, directory, database, str(lab.inventory_dir))
+    try:
+        up = running.cli(str(BIN / "fleetflow"), "stack", "up", "--config", str(config))
+        assert up.returncode == 0, up.stdout + up.stderr
+        deploy = running.cli(str(BIN / "prefect"), "deploy", "--all")
+        assert deploy.returncode == 0, deploy.stdout + deploy.stderr
+        yield running
+    finally:
+        running.cli(str(BIN / "fleetflow"), "stack", "down")
+        _drop_database(database)
+
+
+def test_status_shows_server_and_both_workers_online(stack: RunningStack) -> None:
+    done = stack.cli(str(BIN / "fleetflow"), "stack", "status", "--json")
+    status = json.loads(done.stdout)
+    assert done.returncode == 0 and status["server_healthy"] and status["up"]
+    assert status["database"].endswith(f"/{stack.database}")
+    assert status["workers"] == {"worker-lab": "ONLINE", "worker-staging": "ONLINE"}
+    # Applied migrations: Prefect's tables exist in the stack's own database.
+    assert stack.query("SELECT to_regclass('flow_run')::text") == [("flow_run",)]
+
+
+def test_cli_run_completes_and_lands_in_postgres(stack: RunningStack, lab: Lab) -> None:
+    code, run_id, output = stack.trigger("site/lab", watch=True, inventory=stack.inventory)
+    assert code == 0, output
+    assert stack.wait_final(run_id)[run_id][0] == "COMPLETED"
+    artifacts = stack.query(
+        "SELECT key, data FROM artifact WHERE flow_run_id::text = %s AND type = 'table'", run_id
+    )
+    table = {key: json.loads(data) for key, data in artifacts}[
+        f"hosts-site-{lab.inventory_dir.name}"
+    ]
+    assert {row["host"] for row in table} == {h.name for h in lab.hosts()}
+    assert all(row["status"] in {"ok", "changed"} and row["ok"] > 0 for row in table), table
+
+
+def test_failing_run_exits_non_zero(stack: RunningStack) -> None:
+    code, run_id, output = stack.trigger(
+        "playbook/lab", watch=True, playbook=str(FIXTURES / "mixed.yml"), inventory=stack.inventory
+    )
+    assert code != 0, output
+    assert stack.wait_final(run_id)[run_id][0] == "FAILED"
+
+
+def test_bad_parameters_are_rejected_at_trigger_time(stack: RunningStack) -> None:
+    before = stack.query("SELECT count(*) FROM flow_run")
+    code, run_id, output = stack.trigger("site/lab", retries=-1)
+    assert code != 0 and "retries" in output and not run_id
+    code, run_id, output = stack.trigger("rolling_update/lab", version="1.0; rm -rf /")
+    assert code != 0 and "version" in output and not run_id
+    assert stack.query("SELECT count(*) FROM flow_run") == before
+
+
+def _deploy_on_staging(stack: RunningStack) -> None:
+    script = (
+        "from prefect import flow\n"
+        "flow.from_source(source='.', entrypoint='flows/playbook.py:playbook').deploy(\n"
+        "    name='staging', work_pool_name='fleetflow', work_queue_name='staging',\n"
+        "    build=False, push=False, print_next_steps=False)\n"
+    )
+    done = stack.cli(sys.executable, "-c", script)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def _submitted_by(stack: RunningStack, worker: str) -> str:
+    return (stack.directory / "logs" / f"worker-{worker}.log").read_text()
+
+
+def test_each_worker_runs_only_its_queue_and_queue_limit_holds(
+    stack: RunningStack, lab: Lab
+) -> None:
+    _deploy_on_staging(stack)
+    hold = str(FIXTURES / "hold.yml")
+    lab_run = stack.trigger("playbook/lab", playbook="ping", inventory=stack.inventory)[1]
+    # Two staging runs on different hosts: only the queue's limit of 1 keeps them apart.
+    staging_runs = [
+        stack.trigger(
+            "playbook/staging", playbook=hold, inventory=stack.inventory, limit=host,
+            extra_vars={"tag": f"q{n}", "seconds": 3},
+        )[1]
+        for n, host in enumerate(h.name for h in lab.hosts()[:2])
+    ]  # fmt: skip
+    runs = stack.wait_final(lab_run, *staging_runs)
+    assert {r[0] for r in runs.values()} == {"COMPLETED"}, runs
+    assert runs[lab_run][3] == "lab" and {runs[r][3] for r in staging_runs} == {"staging"}
+    lab_log, staging_log = (
+        _submitted_by(stack, "worker-lab"),
+        _submitted_by(stack, "worker-staging"),
+    )
+    assert lab_run in lab_log and lab_run not in staging_log
+    assert all(r in staging_log and r not in lab_log for r in staging_runs)
+    (_, start1, end1, _), (_, start2, end2, _) = (runs[r] for r in staging_runs)
+    assert end1 <= start2 or end2 <= start1, "the staging queue ran two flow runs at once"
+
+
+def _holds(lab: Lab, host: str) -> dict[str, tuple[float, float]]:
+    """Tag -> (start, end) of each hold on the host, from its own log."""
+    spans: dict[str, list[float]] = {}
+    for line in lab.ssh(host, "cat /var/tmp/ff-hold.log; rm -f /var/tmp/ff-hold.log").stdout.split(
+        "\n"
+    ):
+        if line:
+            _event, tag, stamp = line.split()
+            spans.setdefault(tag, []).append(float(stamp))
+    return {tag: (min(s), max(s)) for tag, s in spans.items()}
+
+
+def _overlap(a: tuple[float, float], b: tuple[float, float]) -> bool:
+    return a[0] < b[1] and b[0] < a[1]
+
+
+def test_host_locks_serialize_overlapping_runs_and_not_disjoint_ones(
+    stack: RunningStack, lab: Lab
+) -> None:
+    hold = str(FIXTURES / "hold.yml")
+    for host in lab.hosts():
+        lab.ssh(host.name, "rm -f /var/tmp/ff-hold.log")
+
+    def start(tag: str, limit: str) -> str:
+        params = {"tag": tag, "seconds": 4}
+        return stack.trigger(
+            "playbook/lab", playbook=hold, inventory=stack.inventory, limit=limit, extra_vars=params
+        )[1]
+
+    # The second host is in both runs: they must take turns on it.
+    one, two, three = (h.name for h in lab.hosts())
+    runs = stack.wait_final(start("A", f"{one}:{two}"), start("B", f"{two}:{three}"))
+    assert {r[0] for r in runs.values()} == {"COMPLETED"}, runs
+    shared = _holds(lab, two)
+    assert set(shared) == {"A", "B"} and not _overlap(shared["A"], shared["B"])
+    only_a, only_b = _holds(lab, one), _holds(lab, three)
+    # Disjoint hosts: both runs play at the same time.
+    runs = stack.wait_final(start("C", one), start("D", three))
+    assert {r[0] for r in runs.values()} == {"COMPLETED"}, runs
+    c, d = _holds(lab, one)["C"], _holds(lab, three)["D"]
+    assert _overlap(c, d), f"disjoint runs were serialized: {c} {d}"
+    assert set(only_a) == {"A"} and set(only_b) == {"B"}
+
+
+def test_stack_down_leaves_no_process(stack: RunningStack) -> None:
+    done = stack.cli(str(BIN / "fleetflow"), "stack", "down")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert processes_marked(str(stack.directory)) == []
+    status = stack.cli(str(BIN / "fleetflow"), "stack", "status", "--json")
+    assert status.returncode == 1 and not json.loads(status.stdout)["server_healthy"]
