@@ -34,8 +34,9 @@ REPO = Path(__file__).resolve().parents[1]
 FIRST_EVENT = "ansible-playbook started"
 # Worker settings per mode: the stock 10 s poll, fleetflow's 1 s poll, the warm launcher.
 MODES: dict[str, dict[str, str]] = {
-    "stock": {"poll": "10"},
-    "tuned": {"poll": "1"},
+    "stock": {"poll": "10", "warm": "false"},
+    "tuned": {"poll": "1", "warm": "false"},
+    "warm": {"poll": "1", "warm": "true"},
 }
 
 
@@ -45,11 +46,12 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _config(poll: str) -> str:
+def _config(mode: dict[str, str]) -> str:
     return (
         "work_pool: {name: fleetflow, queues: [{name: lab}]}\n"
         "workers: [{name: bench, queues: [lab]}]\n"
-        f"worker_poll_seconds: {poll}\n"
+        f"worker_poll_seconds: {mode['poll']}\n"
+        f"warm_launcher: {mode['warm']}\n"
     )
 
 
@@ -131,7 +133,7 @@ def main() -> None:
                 if "FLEETFLOW_DATABASE_URL" in env:
                     env["FLEETFLOW_DATABASE_URL"] += f"_bench_{mode}"
                 config = Path(directory) / "stack.yaml"
-                config.write_text(_config(MODES[mode]["poll"]))
+                config.write_text(_config(MODES[mode]))
                 _run(env, str(BIN / "fleetflow"), "stack", "up", "--config", str(config))
                 try:
                     _run(env, str(BIN / "prefect"), "deploy", "--all")

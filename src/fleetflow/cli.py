@@ -60,6 +60,7 @@ def _stack(args: argparse.Namespace) -> int:
         host=settings.api_host,
         port=args.port or settings.api_port,
         database=secret.get_secret_value() if secret else None,
+        server_url=args.server_url or settings.server_url,
     )
     config_file = args.config or settings.project_dir / "deployments" / "stack.yaml"
     config = StackConfig.load(config_file) if config_file.exists() else StackConfig()
@@ -68,7 +69,8 @@ def _stack(args: argparse.Namespace) -> int:
     if args.action == "up":
         started = time.monotonic()
         status = stack.up(config)
-        print(f"stack up in {time.monotonic() - started:.1f} s")
+        if not args.json:
+            print(f"stack up in {time.monotonic() - started:.1f} s")
     elif args.action == "down":
         stack.down()
         print("stack is down; no process of it is left")
@@ -163,6 +165,10 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_argument("--config", type=Path, help="stack file (default: deployments/stack.yaml)")
         sub.add_argument("--port", type=int, help="server port (default: FLEETFLOW_API_PORT, 4200)")
         sub.add_argument("--json", action="store_true")
+        sub.add_argument(
+            "--server-url",
+            help="a Prefect server elsewhere (http://host:4200): run only this machine's workers",
+        )
     stack.set_defaults(handler=_stack, worker=None)
     return parser
 

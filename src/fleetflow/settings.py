@@ -61,6 +61,10 @@ class FleetflowSettings(BaseSettings):
         default=Path("/var/lib/fleetflow/stack"),
         description="State and logs of the services `fleetflow stack up` starts.",
     )
+    server_url: str | None = Field(
+        default=None,
+        description="URL of a Prefect server elsewhere: `stack up` then starts only workers.",
+    )
     api_host: str = Field(default="127.0.0.1", description="Address the Prefect server binds.")
     api_port: int = Field(default=4200, ge=1, le=65535, description="Port of the Prefect server.")
 

@@ -259,6 +259,54 @@ def test_host_locks_serialize_overlapping_runs_and_not_disjoint_ones(
     assert set(only_a) == {"A"} and set(only_b) == {"B"}
 
 
+def test_a_workers_only_stack_joins_the_server_and_leaves_it_running(
+    stack: RunningStack, tmp_path: Path
+) -> None:
+    edge = RunningStack({**stack.env, "FLEETFLOW_STACK_DIR": str(tmp_path)}, tmp_path, "", "")
+    server = stack.env["PREFECT_API_URL"].removesuffix("/api")
+    fleetflow = [str(BIN / "fleetflow"), "stack"]
+    config = ["--config", str(stack.directory / "stack.yaml"), "--server-url", server]
+    up = edge.cli(*fleetflow, "up", *config, "--worker", "edge-1=staging", "--json")
+    assert up.returncode == 0, up.stdout + up.stderr
+    status = json.loads(up.stdout)
+    assert status["workers"]["edge-1"] == "ONLINE"
+    assert {p["role"] for p in status["processes"]} == {"launcher", "worker"}
+    assert edge.cli(*fleetflow, "down", *config).returncode == 0
+    assert processes_marked(str(tmp_path)) == []
+    main = json.loads(stack.cli(*fleetflow, "status", "--json").stdout)
+    assert main["up"] and main["workers"]["worker-lab"] == "ONLINE"
+
+
+def _ansible_processes(stack: RunningStack) -> list[int]:
+    return [
+        pid
+        for pid in processes_marked(str(stack.directory))
+        if b"ansible" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    ]
+
+
+def test_cancel_through_the_warm_launcher_stops_the_run(stack: RunningStack, lab: Lab) -> None:
+    host = lab.hosts()[0].name
+    lab.ssh(host, "rm -f /var/tmp/ff-hold.log")
+    params = {"tag": "X", "seconds": 300}
+    run_id = stack.trigger(
+        "playbook/lab", playbook=str(FIXTURES / "hold.yml"), inventory=stack.inventory,
+        limit=host, extra_vars=params,
+    )[1]  # fmt: skip
+    deadline = time.monotonic() + 120
+    while "start X" not in lab.ssh(host, "cat /var/tmp/ff-hold.log").stdout:
+        assert time.monotonic() < deadline, "the run never reached the host"
+        time.sleep(0.5)
+    cancel = stack.cli(str(BIN / "prefect"), "flow-run", "cancel", run_id)
+    assert cancel.returncode == 0, cancel.stdout + cancel.stderr
+    assert stack.wait_final(run_id, timeout=90)[run_id][0] == "CANCELLED"
+    deadline = time.monotonic() + 30
+    while _ansible_processes(stack):
+        assert time.monotonic() < deadline, "ansible processes outlived the cancel"
+        time.sleep(0.5)
+    assert "end X" not in lab.ssh(host, "cat /var/tmp/ff-hold.log").stdout
+
+
 def test_stack_down_leaves_no_process(stack: RunningStack) -> None:
     done = stack.cli(str(BIN / "fleetflow"), "stack", "down")
     assert done.returncode == 0, done.stdout + done.stderr

@@ -53,6 +53,8 @@ class StackConfig(_Strict):
     workers: tuple[WorkerSpec, ...] = (WorkerSpec(name="worker-1", queues=("lab",)),)
     # Stock workers poll every 10 s; a one-second poll is what makes triggers feel immediate.
     worker_poll_seconds: float = Field(default=1.0, gt=0, le=60)
+    # Each worker gets a warm launcher that forks pre-imported flow-run processes.
+    warm_launcher: bool = True
 
     @model_validator(mode="after")
     def _workers_serve_known_queues(self) -> StackConfig:

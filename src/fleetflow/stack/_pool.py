@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prefect.client.orchestration import SyncPrefectClient
 from prefect.client.schemas.actions import WorkPoolCreate, WorkPoolUpdate
 from prefect.exceptions import ObjectNotFound
@@ -9,23 +11,39 @@ from prefect.workers.process import ProcessWorker
 
 from fleetflow.stack._config import WorkPoolSpec
 
-__all__ = ["apply_work_pool", "worker_states"]
+__all__ = ["LAUNCH_COMMAND", "apply_work_pool", "worker_states"]
+
+LAUNCH_COMMAND = "fleetflow-engine"
 
 
-def apply_work_pool(api_url: str, spec: WorkPoolSpec) -> None:
+def _job_template(warm: bool) -> dict[str, Any]:
+    """The process worker's template; with `warm`, runs start through fleetflow-engine."""
+    template = ProcessWorker.get_default_base_job_template()
+    if warm:
+        # A worker without a launcher (or without fleetflow) still works: fleetflow-engine
+        # falls back to `python -m prefect.engine`.
+        template["variables"]["properties"]["command"]["default"] = LAUNCH_COMMAND
+    return template
+
+
+def apply_work_pool(api_url: str, spec: WorkPoolSpec, warm: bool) -> None:
     """Create or update the process pool and each queue's priority and concurrency limit."""
+    template = _job_template(warm)
     with SyncPrefectClient(api_url) as client:
         try:
             client.read_work_pool(spec.name)
             client.update_work_pool(
-                spec.name, WorkPoolUpdate(concurrency_limit=spec.concurrency_limit)
+                spec.name,
+                WorkPoolUpdate(
+                    concurrency_limit=spec.concurrency_limit, base_job_template=template
+                ),
             )
         except ObjectNotFound:
             client.create_work_pool(
                 WorkPoolCreate(
                     name=spec.name,
                     type=ProcessWorker.type,
-                    base_job_template=ProcessWorker.get_default_base_job_template(),
+                    base_job_template=template,
                     concurrency_limit=spec.concurrency_limit,
                 )
             )

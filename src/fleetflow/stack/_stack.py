@@ -14,6 +14,7 @@ from pathlib import Path
 
 import httpx
 
+from fleetflow._launch import SOCKET_VARIABLE
 from fleetflow.exceptions import StackError
 from fleetflow.stack._config import StackConfig, WorkerSpec
 from fleetflow.stack._database import database_url, ensure_database, masked
@@ -47,11 +48,15 @@ class Stack:
         self,
         directory: Path,
         project_dir: Path,
+        *,
         host: str = "127.0.0.1",
         port: int = 4200,
         database: str | None = None,
+        server_url: str | None = None,
     ) -> None:
         self.directory = directory.resolve()
+        # A server elsewhere: this machine only runs workers (and launchers) for it.
+        self.server_url = server_url.rstrip("/") if server_url else None
         self.project_dir = project_dir.resolve()
         self.host, self.port = host, port
         self.database = database_url(database) if database else None
@@ -59,10 +64,14 @@ class Stack:
 
     @property
     def api_url(self) -> str:
+        if self.server_url:
+            return self.server_url if self.server_url.endswith("/api") else f"{self.server_url}/api"
         return f"http://{self.host}:{self.port}/api"
 
     @property
     def database_label(self) -> str:
+        if self.server_url:
+            return "(remote server)"
         if self.database is None:
             return f"sqlite:{self.directory / 'home' / 'prefect.db'}"
         return masked(self.database)
@@ -115,14 +124,17 @@ class Stack:
         running = [p for p in self._load() if p.alive()]
         started: list[ServiceProcess] = []
         try:
-            if not any(p.role == "server" for p in running):
+            if self.server_url and not self.healthy():
+                raise StackError(f"no Prefect server answers at {self.api_url}")
+            if not self.server_url and not any(p.role == "server" for p in running):
                 started.append(self._start_server())
             self._save(running + started)
-            apply_work_pool(self.api_url, config.work_pool)
+            if not self.server_url:  # the server's own stack owns the pool's settings
+                apply_work_pool(self.api_url, config.work_pool, config.warm_launcher)
             alive_workers = {p.name for p in running if p.role == "worker"}
             new_workers = [w for w in config.workers if w.name not in alive_workers]
             for worker in new_workers:
-                started.append(self._start_worker(config, worker))
+                started += self._start_worker(config, worker)
                 self._save(running + started)
             self._wait_workers_online(config.work_pool.name, [w.name for w in new_workers])
         except BaseException:
@@ -168,22 +180,47 @@ class Stack:
             time.sleep(0.5)
         raise StackError(f"Prefect server not healthy after {_SERVER_START_SECONDS:.0f} s")
 
-    def _start_worker(self, config: StackConfig, worker: WorkerSpec) -> ServiceProcess:
+    def _start_worker(self, config: StackConfig, worker: WorkerSpec) -> list[ServiceProcess]:
         argv = self._prefect(
             "worker", "start", "--pool", config.work_pool.name,
             "--name", worker.name, "--type", "process",
         )  # fmt: skip
         for queue in worker.queues:
             argv += ["--work-queue", queue]
+        bin_dir = str(Path(sys.executable).parent)
         env = self._env(
             {
                 "PREFECT_API_URL": self.api_url,
                 "PREFECT_WORKER_QUERY_SECONDS": str(config.worker_poll_seconds),
                 "FLEETFLOW_WORKER_NAME": worker.name,
+                # fleetflow-engine, the pool's run command, comes from this virtualenv.
+                "PATH": f"{bin_dir}:{os.environ.get('PATH', '/usr/bin:/bin')}",
             }
         )
-        log_file = self.directory / "logs" / f"worker-{worker.name}.log"
-        return spawn("worker", worker.name, argv, env=env, log=log_file, cwd=self.project_dir)
+        logs = self.directory / "logs"
+        started = []
+        if config.warm_launcher:
+            sock = self.directory / f"launcher-{worker.name}.sock"
+            env[SOCKET_VARIABLE] = str(sock)
+            launcher = spawn(
+                "launcher", worker.name, [sys.executable, "-m", "fleetflow._launcher", str(sock)],
+                env=env, log=logs / f"launcher-{worker.name}.log", cwd=self.project_dir,
+            )  # fmt: skip
+            started.append(launcher)
+            self._wait_socket(launcher, sock)
+        started.append(
+            spawn("worker", worker.name, argv, env=env, log=logs / f"worker-{worker.name}.log",
+                  cwd=self.project_dir)
+        )  # fmt: skip
+        return started
+
+    @staticmethod
+    def _wait_socket(launcher: ServiceProcess, sock: Path) -> None:
+        deadline = time.monotonic() + _WORKER_ONLINE_SECONDS
+        while not sock.exists():
+            if not launcher.alive() or time.monotonic() > deadline:
+                raise StackError(f"warm launcher did not start:\n{_tail_file(Path(launcher.log))}")
+            time.sleep(0.1)
 
     def _wait_workers_online(self, pool: str, names: list[str]) -> None:
         deadline = time.monotonic() + _WORKER_ONLINE_SECONDS
