@@ -30,6 +30,7 @@ demo: venv
 	@echo "  inventory:  inventory/lab/hosts.yml"
 	@echo "  runs, logs and per-host artifacts: $(BIN)/prefect server start, then http://127.0.0.1:4200"
 	@echo "  more flows: $(BIN)/python flows/run_script.py ; $(BIN)/python flows/rolling_update.py"
+	@echo "  the full stack (server on PostgreSQL, workers, deployments): README, 'The stack'"
 
 lint: venv
 	$(BIN)/ruff check src tests flows bench

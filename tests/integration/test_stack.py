@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import psycopg2
 import pytest
 
@@ -140,6 +141,27 @@ def test_status_shows_server_and_both_workers_online(stack: RunningStack) -> Non
     assert status["workers"] == {"worker-lab": "ONLINE", "worker-staging": "ONLINE"}
     # Applied migrations: Prefect's tables exist in the stack's own database.
     assert stack.query("SELECT to_regclass('flow_run')::text") == [("flow_run",)]
+    ui = httpx.get(stack.env["PREFECT_API_URL"].removesuffix("/api") + "/", timeout=10)
+    assert ui.status_code == 200 and ui.headers["content-type"].startswith("text/html")
+
+
+def test_without_a_database_url_a_server_only_stack_uses_sqlite(tmp_path: Path) -> None:
+    config = tmp_path / "stack.yaml"
+    config.write_text("workers: []\n")
+    env = {k: v for k, v in os.environ.items() if k != "FLEETFLOW_DATABASE_URL"}
+    env |= {"FLEETFLOW_STACK_DIR": str(tmp_path), "FLEETFLOW_API_PORT": str(_free_port())}
+    alone = RunningStack(env, tmp_path, "", "")
+    fleetflow = [str(BIN / "fleetflow"), "stack"]
+    try:
+        up = alone.cli(*fleetflow, "up", "--config", str(config), "--json")
+        assert up.returncode == 0, up.stdout + up.stderr
+        status = json.loads(up.stdout)
+        assert status["database"] == f"sqlite:{tmp_path / 'home' / 'prefect.db'}"
+        assert [p["role"] for p in status["processes"]] == ["server"]
+        assert (tmp_path / "home" / "prefect.db").stat().st_size > 0
+    finally:
+        assert alone.cli(*fleetflow, "down").returncode == 0
+    assert processes_marked(str(tmp_path)) == []
 
 
 def test_cli_run_completes_and_lands_in_postgres(stack: RunningStack, lab: Lab) -> None:
