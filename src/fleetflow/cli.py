@@ -84,6 +84,35 @@ def _stack(args: argparse.Namespace) -> int:
     return 0 if status.up else 1
 
 
+def _automations(args: argparse.Namespace) -> int:
+    from prefect.client.orchestration import get_client
+
+    from fleetflow.alerts import (
+        AlertSettings,
+        apply_plan,
+        channel_blocks,
+        load_specs,
+        plan,
+        save_channels,
+    )
+
+    directory = args.dir or get_settings().project_dir / "deployments" / "automations"
+    specs = load_specs(directory)
+    blocks = channel_blocks(AlertSettings())
+    if not args.dry_run:
+        save_channels(blocks)
+    with get_client(sync_client=True) as client:
+        todo = plan(client, specs)
+        for line in todo.lines():
+            print(line)
+        if args.dry_run:
+            print(f"dry run: {todo.changes} changes not applied")
+        else:
+            apply_plan(client, todo)
+            print(f"{todo.changes} changes applied; channels from environment: {sorted(blocks)}")
+    return 0
+
+
 def _status_json(status: object) -> dict[str, object]:
     from fleetflow.stack import StackStatus
 
@@ -170,6 +199,15 @@ def _parser() -> argparse.ArgumentParser:
             help="a Prefect server elsewhere (http://host:4200): run only this machine's workers",
         )
     stack.set_defaults(handler=_stack, worker=None)
+
+    automations = commands.add_parser("automations", help="alerts kept in the repository")
+    automation_actions = automations.add_subparsers(dest="action", required=True)
+    apply = automation_actions.add_parser(
+        "apply", help="make the server's fleetflow/* automations match the repository"
+    )
+    apply.add_argument("--dry-run", action="store_true", help="show the changes, apply nothing")
+    apply.add_argument("--dir", type=Path, help="default: deployments/automations")
+    automations.set_defaults(handler=_automations)
     return parser
 
 

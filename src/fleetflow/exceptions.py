@@ -11,6 +11,7 @@
     │   └── PrerequisiteMissing     not root, missing tool (says how to get it)
     ├── StackError                the Prefect server/workers could not be started or stopped
     ├── HostLockTimeout           the hosts stayed locked by other runs past the lock timeout
+    ├── AlertError                automations or alert channels could not be applied
     └── PlaybookRunError          the playbook ran and did not succeed; carries `.result`
         ├── PlaybookFailed          failed/unreachable hosts above max_fail_percentage
         ├── PlaybookTimedOut        the run exceeded its timeout and was killed
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
     from fleetflow.results import PlaybookResult
 
 __all__ = [
+    "AlertError",
     "ConfigurationError",
     "FleetflowError",
     "HostLockTimeout",
@@ -74,6 +76,10 @@ class PrerequisiteMissing(LabError):
 
 class StackError(FleetflowError):
     """The stack (Prefect server, database, workers) could not be started, changed or stopped."""
+
+
+class AlertError(FleetflowError):
+    """An automation file is invalid, or automations/channels could not be applied."""
 
 
 class HostLockTimeout(FleetflowError):

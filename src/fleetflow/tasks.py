@@ -17,6 +17,7 @@ from prefect.artifacts import (
     update_progress_artifact,
 )
 from prefect.cache_policies import NO_CACHE
+from prefect.events import emit_event
 
 from fleetflow._engine import PlaybookRequest, check_request, execute
 from fleetflow._events import EventCollector
@@ -29,7 +30,7 @@ from fleetflow.exceptions import (
     PlaybookTimedOut,
 )
 from fleetflow.policy import RetryPolicy
-from fleetflow.results import PlaybookResult, RunStatus
+from fleetflow.results import HostStatus, PlaybookResult, RunStatus
 from fleetflow.settings import get_settings
 
 __all__ = ["resolve_hosts", "run_playbook"]
@@ -67,6 +68,29 @@ def _progress_artifact(description: str, interval: float = 1.0) -> Iterator[list
         stop.set()
         thread.join(5)
         update_progress_artifact(artifact_id=artifact_id, progress=100.0)
+
+
+def _emit_host_events(result: PlaybookResult) -> None:
+    """A Prefect event per failed or unreachable host, for automations to react to.
+
+    Inside a run, Prefect relates each event to the flow run, task run and deployment.
+    """
+    for host, outcome in sorted(result.hosts.items()):
+        if outcome.status not in (HostStatus.FAILED, HostStatus.UNREACHABLE):
+            continue
+        emit_event(
+            event=f"fleetflow.host.{outcome.status.value}",
+            resource={
+                "prefect.resource.id": f"fleetflow.host.{host}",
+                "prefect.resource.name": host,
+            },
+            payload={
+                "playbook": result.playbook,
+                "inventory": result.inventory,
+                "task": outcome.failure.task if outcome.failure else "",
+                "message": outcome.failure.message if outcome.failure else outcome.status.value,
+            },
+        )
 
 
 @task(name="run_playbook", task_run_name="ansible: {playbook}", cache_policy=NO_CACHE)
@@ -148,6 +172,7 @@ def run_playbook(
         key=_artifact_key("hosts", plan.playbook.stem, Path(inventory).name),
         description=f"**{result.summary()}**\n\n{result.message}",
     )
+    _emit_host_events(result)
     if raise_on_failure and result.status in _ERRORS:
         raise _ERRORS[result.status](result.message or result.summary(), result)
     return result

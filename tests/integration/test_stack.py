@@ -6,131 +6,26 @@ from __future__ import annotations
 
 import json
 import os
-import re
-import socket
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import httpx
-import psycopg2
 import pytest
 
 from fleetflow.lab import Lab
 from fleetflow.stack._procs import processes_marked
 
-from ..conftest import REPO
+from .stacks import BIN, FIXTURES, RunningStack, free_port, running_stack
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-BIN = Path(sys.executable).parent
-FIXTURES = REPO / "tests" / "fixtures" / "playbooks"
-PG = "postgresql://postgres@127.0.0.1:5432"
-CONFIG = """
-work_pool:
-  name: fleetflow
-  queues:
-    - {name: lab, priority: 1, concurrency_limit: 4}
-    - {name: staging, priority: 2, concurrency_limit: 1}
-workers:
-  - {name: worker-lab, queues: [lab]}
-  - {name: worker-staging, queues: [staging]}
-worker_poll_seconds: 1
-"""
-
-
-@dataclass
-class RunningStack:
-    env: dict[str, str]
-    directory: Path
-    database: str
-    inventory: str
-
-    def cli(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [*args], cwd=REPO, env=self.env, capture_output=True, text=True,
-            timeout=timeout, check=False,
-        )  # fmt: skip
-
-    def trigger(self, deployment: str, watch: bool = False, **params: Any) -> tuple[int, str, str]:
-        """`prefect deployment run`: exit code, flow run id ('' if none), output."""
-        argv = [
-            str(BIN / "prefect"),
-            "deployment",
-            "run",
-            deployment,
-            "--params",
-            json.dumps(params),
-        ]
-        done = self.cli(*argv, *(["--watch"] if watch else []))
-        output = done.stdout + done.stderr
-        match = re.search(r"UUID: ([0-9a-f-]{36})", output)
-        return done.returncode, match[1] if match else "", output
-
-    def query(self, sql: str, *args: object) -> list[tuple[Any, ...]]:
-        with psycopg2.connect(f"{PG}/{self.database}") as conn, conn.cursor() as cur:
-            cur.execute(sql, args)
-            return cur.fetchall()
-
-    def wait_final(self, *run_ids: str, timeout: float = 240) -> dict[str, tuple[Any, ...]]:
-        """Each run's (state_type, start_time, end_time, work_queue_name) once all ended."""
-        deadline = time.monotonic() + timeout
-        while True:
-            rows = self.query(
-                "SELECT id::text, state_type, start_time, end_time, work_queue_name "
-                "FROM flow_run WHERE id::text = ANY(%s)",
-                list(run_ids),
-            )
-            runs = {row[0]: row[1:] for row in rows}
-            final = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
-            if len(runs) == len(run_ids) and all(r[0] in final for r in runs.values()):
-                return runs
-            assert time.monotonic() < deadline, f"runs not finished: {runs}"
-            time.sleep(1)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _drop_database(name: str) -> None:
-    conn = psycopg2.connect(f"{PG}/postgres")
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    conn.close()
 
 
 @pytest.fixture(scope="module")
 def stack(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
-    directory = tmp_path_factory.mktemp("stack")
-    config = directory / "stack.yaml"
-    config.write_text(CONFIG)
-    database = f"fleetflow_test_{os.getpid()}"
-    port = _free_port()
-    env = {
-        **os.environ,
-        "FLEETFLOW_STACK_DIR": str(directory),
-        "FLEETFLOW_DATABASE_URL": f"{PG}/{database}",
-        "FLEETFLOW_API_PORT": str(port),
-        "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
-    }
-    running = RunningStack(env, directory, database, str(lab.inventory_dir))
-    try:
-        up = running.cli(str(BIN / "fleetflow"), "stack", "up", "--config", str(config))
-        assert up.returncode == 0, up.stdout + up.stderr
-        deploy = running.cli(str(BIN / "prefect"), "deploy", "--all")
-        assert deploy.returncode == 0, deploy.stdout + deploy.stderr
+    with running_stack(tmp_path_factory.mktemp("stack"), str(lab.inventory_dir)) as running:
         yield running
-    finally:
-        running.cli(str(BIN / "fleetflow"), "stack", "down")
-        _drop_database(database)
 
 
 def test_status_shows_server_and_both_workers_online(stack: RunningStack) -> None:
@@ -149,7 +44,7 @@ def test_without_a_database_url_a_server_only_stack_uses_sqlite(tmp_path: Path) 
     config = tmp_path / "stack.yaml"
     config.write_text("workers: []\n")
     env = {k: v for k, v in os.environ.items() if k != "FLEETFLOW_DATABASE_URL"}
-    env |= {"FLEETFLOW_STACK_DIR": str(tmp_path), "FLEETFLOW_API_PORT": str(_free_port())}
+    env |= {"FLEETFLOW_STACK_DIR": str(tmp_path), "FLEETFLOW_API_PORT": str(free_port())}
     alone = RunningStack(env, tmp_path, "", "")
     fleetflow = [str(BIN / "fleetflow"), "stack"]
     try:

@@ -193,6 +193,8 @@ class Stack:
                 "PREFECT_API_URL": self.api_url,
                 "PREFECT_WORKER_QUERY_SECONDS": str(config.worker_poll_seconds),
                 "FLEETFLOW_WORKER_NAME": worker.name,
+                # Heartbeats let fleetflow/zombie-runs see a run whose machine died.
+                "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": "30",
                 # fleetflow-engine, the pool's run command, comes from this virtualenv.
                 "PATH": f"{bin_dir}:{os.environ.get('PATH', '/usr/bin:/bin')}",
             }

@@ -1,0 +1,126 @@
+"""A real stack for integration tests: server on the machine's PostgreSQL, workers."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg2
+
+from ..conftest import REPO
+
+BIN = Path(sys.executable).parent
+FIXTURES = REPO / "tests" / "fixtures" / "playbooks"
+PG = "postgresql://postgres@127.0.0.1:5432"
+CONFIG = """
+work_pool:
+  name: fleetflow
+  queues:
+    - {name: lab, priority: 1, concurrency_limit: 4}
+    - {name: staging, priority: 2, concurrency_limit: 1}
+workers:
+  - {name: worker-lab, queues: [lab]}
+  - {name: worker-staging, queues: [staging]}
+worker_poll_seconds: 1
+"""
+
+
+@dataclass
+class RunningStack:
+    env: dict[str, str]
+    directory: Path
+    database: str
+    inventory: str
+
+    def cli(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*args], cwd=REPO, env=self.env, capture_output=True, text=True,
+            timeout=timeout, check=False,
+        )  # fmt: skip
+
+    def trigger(self, deployment: str, watch: bool = False, **params: Any) -> tuple[int, str, str]:
+        """`prefect deployment run`: exit code, flow run id ('' if none), output."""
+        argv = [
+            str(BIN / "prefect"),
+            "deployment",
+            "run",
+            deployment,
+            "--params",
+            json.dumps(params),
+        ]
+        done = self.cli(*argv, *(["--watch"] if watch else []))
+        output = done.stdout + done.stderr
+        match = re.search(r"UUID: ([0-9a-f-]{36})", output)
+        return done.returncode, match[1] if match else "", output
+
+    def query(self, sql: str, *args: object) -> list[tuple[Any, ...]]:
+        with psycopg2.connect(f"{PG}/{self.database}") as conn, conn.cursor() as cur:
+            cur.execute(sql, args)
+            return cur.fetchall()
+
+    def wait_final(self, *run_ids: str, timeout: float = 240) -> dict[str, tuple[Any, ...]]:
+        """Each run's (state_type, start_time, end_time, work_queue_name) once all ended."""
+        deadline = time.monotonic() + timeout
+        while True:
+            rows = self.query(
+                "SELECT id::text, state_type, start_time, end_time, work_queue_name "
+                "FROM flow_run WHERE id::text = ANY(%s)",
+                list(run_ids),
+            )
+            runs = {row[0]: row[1:] for row in rows}
+            final = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
+            if len(runs) == len(run_ids) and all(r[0] in final for r in runs.values()):
+                return runs
+            assert time.monotonic() < deadline, f"runs not finished: {runs}"
+            time.sleep(1)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _drop_database(name: str) -> None:
+    conn = psycopg2.connect(f"{PG}/postgres")
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    conn.close()
+
+
+@contextmanager
+def running_stack(directory: Path, inventory: str, config: str = CONFIG) -> Iterator[RunningStack]:
+    """`fleetflow stack up` in `directory` on a fresh database, deployed; always stopped."""
+    (directory / "stack.yaml").write_text(config)
+    database = f"fleetflow_test_{os.getpid()}_{directory.name}".replace("-", "_")[:60]
+    port = free_port()
+    env = {
+        **os.environ,
+        "FLEETFLOW_STACK_DIR": str(directory),
+        "FLEETFLOW_DATABASE_URL": f"{PG}/{database}",
+        "FLEETFLOW_API_PORT": str(port),
+        "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
+    }
+    running = RunningStack(env, directory, database, inventory)
+    try:
+        up = running.cli(
+            str(BIN / "fleetflow"), "stack", "up", "--config", str(directory / "stack.yaml")
+        )
+        assert up.returncode == 0, up.stdout + up.stderr
+        deploy = running.cli(str(BIN / "prefect"), "deploy", "--all")
+        assert deploy.returncode == 0, deploy.stdout + deploy.stderr
+        yield running
+    finally:
+        running.cli(str(BIN / "fleetflow"), "stack", "down")
+        _drop_database(database)
