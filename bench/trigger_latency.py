@@ -24,8 +24,10 @@ from datetime import datetime
 from pathlib import Path
 from uuid import UUID
 
+import psycopg2
 from prefect.client.orchestration import SyncPrefectClient
 from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+from sqlalchemy.engine import make_url
 
 from fleetflow.lab import Lab
 
@@ -53,6 +55,16 @@ def _config(mode: dict[str, str]) -> str:
         f"worker_poll_seconds: {mode['poll']}\n"
         f"warm_launcher: {mode['warm']}\n"
     )
+
+
+def _drop_database(url: str) -> None:
+    parsed = make_url(url)
+    conn = psycopg2.connect(host=parsed.host, port=parsed.port, user=parsed.username,
+                            password=parsed.password, dbname="postgres")  # fmt: skip
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(f'DROP DATABASE IF EXISTS "{parsed.database}" WITH (FORCE)')
+    conn.close()
 
 
 def _run(env: dict[str, str], *argv: str) -> str:
@@ -142,6 +154,8 @@ def main() -> None:
                     print(f"{mode:<6} ({args.runs} runs): {_summary(rows)}", flush=True)
                 finally:
                     _run(env, str(BIN / "fleetflow"), "stack", "down")
+                    if "FLEETFLOW_DATABASE_URL" in env:
+                        _drop_database(env["FLEETFLOW_DATABASE_URL"])
     finally:
         lab.down()
 
