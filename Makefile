@@ -37,8 +37,7 @@ lint: venv
 	$(BIN)/ruff format --check src tests flows bench
 	$(BIN)/mypy
 	$(BIN)/mypy flows
-	$(BIN)/yamllint --strict .
-	$(BIN)/ansible-lint -q
+	$(BIN)/fleetflow check
 
 unit: venv
 	$(BIN)/pytest tests/unit

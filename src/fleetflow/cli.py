@@ -113,6 +113,19 @@ def _automations(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check(args: argparse.Namespace) -> int:
+    from fleetflow.check import check_project
+
+    report = check_project(get_settings().project_dir, lint=not args.no_lint)
+    for problem in report.problems:
+        print(problem)
+    errors = len(report.errors)
+    print(
+        f"{len(report.checked)} checked: {errors} errors, {len(report.problems) - errors} warnings"
+    )
+    return 1 if errors else 0
+
+
 def _status_json(status: object) -> dict[str, object]:
     from fleetflow.stack import StackStatus
 
@@ -208,6 +221,10 @@ def _parser() -> argparse.ArgumentParser:
     apply.add_argument("--dry-run", action="store_true", help="show the changes, apply nothing")
     apply.add_argument("--dir", type=Path, help="default: deployments/automations")
     automations.set_defaults(handler=_automations)
+
+    check = commands.add_parser("check", help="validate the repository without touching hosts")
+    check.add_argument("--no-lint", action="store_true", help="skip yamllint and ansible-lint")
+    check.set_defaults(handler=_check)
     return parser
 
 
