@@ -14,6 +14,7 @@ import argparse
 import json
 import os
 import re
+import secrets
 import socket
 import statistics
 import subprocess
@@ -94,7 +95,9 @@ def _wait_done(client: SyncPrefectClient, run_id: UUID) -> None:
 
 def measure(env: dict[str, str], inventory: str, runs: int) -> list[dict[str, float]]:
     rows = []
-    with SyncPrefectClient(env["PREFECT_API_URL"]) as client:
+    with SyncPrefectClient(
+        env["PREFECT_API_URL"], auth_string=env["PREFECT_API_AUTH_STRING"]
+    ) as client:
         for _ in range(runs):
             params = json.dumps({"playbook": "ping", "inventory": inventory})
             clicked = time.time()
@@ -133,6 +136,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--modes", default=",".join(MODES))
     args = parser.parse_args()
+    auth = f"bench:{secrets.token_urlsafe(16)}"
     lab = Lab("bench-trigger", inventory_dir=Path(tempfile.mkdtemp(prefix="ff-bench-inv-")))
     lab.up(2)
     try:
@@ -141,7 +145,8 @@ def main() -> None:
                 port = _free_port()
                 env = {**os.environ, "FLEETFLOW_STACK_DIR": directory,
                        "FLEETFLOW_API_PORT": str(port),
-                       "PREFECT_API_URL": f"http://127.0.0.1:{port}/api"}  # fmt: skip
+                       "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
+                       "FLEETFLOW_API_AUTH": auth, "PREFECT_API_AUTH_STRING": auth}  # fmt: skip
                 if "FLEETFLOW_DATABASE_URL" in env:
                     env["FLEETFLOW_DATABASE_URL"] += f"_bench_{mode}"
                 config = Path(directory) / "stack.yaml"

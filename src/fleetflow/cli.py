@@ -61,6 +61,7 @@ def _stack(args: argparse.Namespace) -> int:
         port=args.port or settings.api_port,
         database=secret.get_secret_value() if secret else None,
         server_url=args.server_url or settings.server_url,
+        auth=settings.api_auth.get_secret_value() if settings.api_auth else None,
     )
     config_file = args.config or settings.project_dir / "deployments" / "stack.yaml"
     config = StackConfig.load(config_file) if config_file.exists() else StackConfig()
@@ -156,6 +157,7 @@ def _print_status(status: object) -> None:
         print(f"  {process.role:<7} {process.name:<16} pid {process.pid:<8} {state} {seen}")
         print(f"          log: {process.log}")
     print(f"use it:   export PREFECT_API_URL={status.api_url}")
+    print(f'          export PREFECT_API_AUTH_STRING="{status.auth_source}"')
 
 
 def _print_hosts(lab: object) -> None:

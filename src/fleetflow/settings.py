@@ -57,6 +57,13 @@ class FleetflowSettings(BaseSettings):
             "(postgresql://user:password@host:5432/fleetflow); unset: Prefect's SQLite."
         ),
     )
+    api_auth: SecretStr | None = Field(
+        default=None,
+        description=(
+            "The API's basic-auth credentials, user:password. Unset: `stack up` generates them "
+            "into <stack_dir>/api-auth (mode 0600)."
+        ),
+    )
     stack_dir: Path = Field(
         default=Path("/var/lib/fleetflow/stack"),
         description="State and logs of the services `fleetflow stack up` starts.",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import secrets
 import socket
 import subprocess
 import sys
@@ -22,6 +23,7 @@ from ..conftest import REPO
 BIN = Path(sys.executable).parent
 FIXTURES = REPO / "tests" / "fixtures" / "playbooks"
 PG = "postgresql://postgres@127.0.0.1:5432"
+AUTH = f"fleetflow:{secrets.token_urlsafe(16)}"
 CONFIG = """
 work_pool:
   name: fleetflow
@@ -111,6 +113,8 @@ def running_stack(directory: Path, inventory: str, config: str = CONFIG) -> Iter
         "FLEETFLOW_DATABASE_URL": f"{PG}/{database}",
         "FLEETFLOW_API_PORT": str(port),
         "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
+        "FLEETFLOW_API_AUTH": AUTH,
+        "PREFECT_API_AUTH_STRING": AUTH,
     }
     running = RunningStack(env, directory, database, inventory)
     try:

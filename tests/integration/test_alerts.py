@@ -174,6 +174,7 @@ def test_engine_emits_an_event_per_failed_host(stack: RunningStack, lab: Lab) ->
     response = httpx.post(
         stack.env["PREFECT_API_URL"] + "/events/filter",
         json={"filter": {"event": {"prefix": ["fleetflow.host."]}}, "limit": 50},
+        auth=tuple(stack.env["FLEETFLOW_API_AUTH"].split(":", 1)),  # type: ignore[arg-type]
         timeout=10,
     )
     events = response.json()["events"]

@@ -40,6 +40,21 @@ def test_status_shows_server_and_both_workers_online(stack: RunningStack) -> Non
     assert ui.status_code == 200 and ui.headers["content-type"].startswith("text/html")
 
 
+def test_the_api_wants_credentials(stack: RunningStack) -> None:
+    api = stack.env["PREFECT_API_URL"]
+    user, password = stack.env["FLEETFLOW_API_AUTH"].split(":", 1)
+    assert httpx.post(f"{api}/flows/filter", json={}, timeout=10).status_code == 401
+    wrong = httpx.post(f"{api}/flows/filter", json={}, auth=(user, "guess"), timeout=10)
+    assert wrong.status_code == 401
+    right = httpx.post(f"{api}/flows/filter", json={}, auth=(user, password), timeout=10)
+    assert right.status_code == 200
+    anonymous = {k: v for k, v in stack.env.items() if k != "PREFECT_API_AUTH_STRING"}
+    refused = RunningStack(anonymous, stack.directory, "", "").cli(
+        str(BIN / "prefect"), "deployment", "ls"
+    )
+    assert refused.returncode != 0 and "401" in refused.stdout + refused.stderr
+
+
 def test_without_a_database_url_a_server_only_stack_uses_sqlite(tmp_path: Path) -> None:
     config = tmp_path / "stack.yaml"
     config.write_text("workers: []\n")
@@ -54,6 +69,8 @@ def test_without_a_database_url_a_server_only_stack_uses_sqlite(tmp_path: Path) 
         assert status["database"] == f"sqlite:{tmp_path / 'home' / 'prefect.db'}"
         assert [p["role"] for p in status["processes"]] == ["server"]
         assert (tmp_path / "home" / "prefect.db").stat().st_size > 0
+        # No FLEETFLOW_API_AUTH: credentials were generated, readable by root only.
+        assert (tmp_path / "api-auth").stat().st_mode & 0o777 == 0o600
     finally:
         assert alone.cli(*fleetflow, "down").returncode == 0
     assert processes_marked(str(tmp_path)) == []

@@ -26,10 +26,10 @@ def _job_template(warm: bool) -> dict[str, Any]:
     return template
 
 
-def apply_work_pool(api_url: str, spec: WorkPoolSpec, warm: bool) -> None:
+def apply_work_pool(api_url: str, auth: str, spec: WorkPoolSpec, warm: bool) -> None:
     """Create or update the process pool and each queue's priority and concurrency limit."""
     template = _job_template(warm)
-    with SyncPrefectClient(api_url) as client:
+    with SyncPrefectClient(api_url, auth_string=auth) as client:
         try:
             client.read_work_pool(spec.name)
             client.update_work_pool(
@@ -67,9 +67,9 @@ def apply_work_pool(api_url: str, spec: WorkPoolSpec, warm: bool) -> None:
             )
 
 
-def worker_states(api_url: str, pool: str) -> dict[str, str]:
+def worker_states(api_url: str, auth: str, pool: str) -> dict[str, str]:
     """Each worker's name and Prefect's view of it (ONLINE/OFFLINE from heartbeats)."""
-    with SyncPrefectClient(api_url) as client:
+    with SyncPrefectClient(api_url, auth_string=auth) as client:
         try:
             workers = client.read_workers_for_work_pool(pool)
         except ObjectNotFound:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import secrets
 import socket
 import subprocess
 import sys
@@ -35,6 +36,7 @@ class StackStatus:
     server_healthy: bool
     processes: list[tuple[ServiceProcess, bool]]
     workers: dict[str, str] = field(default_factory=dict)  # name -> Prefect's ONLINE/OFFLINE
+    auth_source: str = ""  # a shell expression giving the credentials, never the credentials
 
     @property
     def up(self) -> bool:
@@ -53,6 +55,7 @@ class Stack:
         port: int = 4200,
         database: str | None = None,
         server_url: str | None = None,
+        auth: str | None = None,
     ) -> None:
         self.directory = directory.resolve()
         # A server elsewhere: this machine only runs workers (and launchers) for it.
@@ -61,6 +64,8 @@ class Stack:
         self.host, self.port = host, port
         self.database = database_url(database) if database else None
         self._state_file = self.directory / "stack.json"
+        self.auth_file = self.directory / "api-auth"
+        self._auth = auth
 
     @property
     def api_url(self) -> str:
@@ -75,6 +80,26 @@ class Stack:
         if self.database is None:
             return f"sqlite:{self.directory / 'home' / 'prefect.db'}"
         return masked(self.database)
+
+    # -- credentials ---------------------------------------------------------------------
+
+    def auth(self) -> str:
+        """The API's user:password: given, else the stack's file (made on first need)."""
+        if self._auth:
+            return self._auth
+        if self.auth_file.exists():
+            return self.auth_file.read_text().strip()
+        if self.server_url:
+            raise StackError(
+                f"the server at {self.server_url} wants credentials: set FLEETFLOW_API_AUTH "
+                "to its user:password"
+            )
+        self.directory.mkdir(parents=True, exist_ok=True)
+        credentials = f"fleetflow:{secrets.token_urlsafe(24)}"
+        fd = os.open(self.auth_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(credentials + "\n")
+        return credentials
 
     # -- state -------------------------------------------------------------------------
 
@@ -108,7 +133,11 @@ class Stack:
         return env
 
     def _server_env(self) -> dict[str, str]:
-        extra = {"PREFECT_API_DATABASE_MIGRATE_ON_START": "false"}
+        extra = {
+            "PREFECT_API_DATABASE_MIGRATE_ON_START": "false",
+            "PREFECT_SERVER_API_AUTH_STRING": self.auth(),
+            "PREFECT_API_AUTH_STRING": self.auth(),
+        }
         if self.database is not None:
             # Through the environment only: a password in argv would show in `ps`.
             extra["PREFECT_API_DATABASE_CONNECTION_URL"] = self.database.render_as_string(
@@ -130,7 +159,7 @@ class Stack:
                 started.append(self._start_server())
             self._save(running + started)
             if not self.server_url:  # the server's own stack owns the pool's settings
-                apply_work_pool(self.api_url, config.work_pool, config.warm_launcher)
+                apply_work_pool(self.api_url, self.auth(), config.work_pool, config.warm_launcher)
             alive_workers = {p.name for p in running if p.role == "worker"}
             new_workers = [w for w in config.workers if w.name not in alive_workers]
             for worker in new_workers:
@@ -191,6 +220,7 @@ class Stack:
         env = self._env(
             {
                 "PREFECT_API_URL": self.api_url,
+                "PREFECT_API_AUTH_STRING": self.auth(),
                 "PREFECT_WORKER_QUERY_SECONDS": str(config.worker_poll_seconds),
                 "FLEETFLOW_WORKER_NAME": worker.name,
                 # Heartbeats let fleetflow/zombie-runs see a run whose machine died.
@@ -227,7 +257,7 @@ class Stack:
     def _wait_workers_online(self, pool: str, names: list[str]) -> None:
         deadline = time.monotonic() + _WORKER_ONLINE_SECONDS
         while names and time.monotonic() < deadline:
-            states = worker_states(self.api_url, pool)
+            states = worker_states(self.api_url, self.auth(), pool)
             if all(states.get(name) == "ONLINE" for name in names):
                 return
             for process in self._load():
@@ -250,8 +280,11 @@ class Stack:
     def status(self, pool: str = "fleetflow") -> StackStatus:
         processes = [(p, p.alive()) for p in self._load()]
         healthy = self.healthy()
-        workers = worker_states(self.api_url, pool) if healthy else {}
-        return StackStatus(self.api_url, self.database_label, healthy, processes, workers)
+        workers = worker_states(self.api_url, self.auth(), pool) if healthy else {}
+        source = "$FLEETFLOW_API_AUTH" if self._auth else f"$(cat {self.auth_file})"
+        return StackStatus(
+            self.api_url, self.database_label, healthy, processes, workers, auth_source=source
+        )
 
     def down(self) -> None:
         """Stop workers (and their flow runs), then the server; verify nothing is left."""
