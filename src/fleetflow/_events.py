@@ -44,8 +44,28 @@ class _HostTrack:
     counts: dict[str, int] = field(default_factory=dict)
 
 
+_HOST_KEY_CHANGED = "REMOTE HOST IDENTIFICATION HAS CHANGED"
+_HOST_KEY_UNVERIFIED = "Host key verification failed"
+
+
+def _host_key_reason(text: str) -> str | None:
+    """SSH's host-key refusals, said plainly (they otherwise read like a network error)."""
+    if _HOST_KEY_CHANGED in text:
+        return (
+            "host key changed: the host's SSH key differs from known_hosts (a rebuilt host, "
+            "or someone impersonating it); verify it, then update known_hosts"
+        )
+    if _HOST_KEY_UNVERIFIED in text:
+        return "host key unknown: the host is not in known_hosts; add its verified key"
+    return None
+
+
 def failure_message(res: dict[str, Any]) -> str:
-    """The most useful line of a failed result: msg, else stderr, else the exit code."""
+    """The most useful line of a failed result: msg, else stderr, else the exit code.
+
+    An SSH host-key refusal leads with its reason; the connection is never retried without
+    checking the key.
+    """
     for key in ("msg", "stderr", "reason"):
         value = res.get(key)
         if value:
@@ -55,6 +75,8 @@ def failure_message(res: dict[str, Any]) -> str:
         text = f"rc={res['rc']}" if "rc" in res else "failed without a message"
     if res.get("stderr") and str(res.get("stderr")).strip() not in text:
         text = f"{text}: {str(res['stderr']).strip()}"
+    if reason := _host_key_reason(text):
+        text = f"{reason} ({text})"
     return text[:_MESSAGE_LIMIT]
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 import time
 import uuid
@@ -106,6 +107,30 @@ def test_unreachable_host(lab: Lab) -> None:
     assert result.hosts[victim].failure is not None
     others = [h for h in names(lab) if h != victim]
     assert all(result.hosts[h].status == HostStatus.OK for h in others)
+
+
+@pytest.mark.parametrize("case", ["changed", "unknown"])
+def test_host_key_that_does_not_match_fails_only_that_host(
+    lab: Lab, tmp_path: Path, case: str
+) -> None:
+    victim, other = lab.hosts()[0], lab.hosts()[1]
+    lines = lab.known_hosts_path.read_text().splitlines()
+    keys = {line.split()[0]: line.split(maxsplit=1)[1] for line in lines}
+    if case == "changed":  # the victim now answers with a key known_hosts does not have
+        keys[victim.address] = keys[other.address]
+    else:
+        del keys[victim.address]
+    known_hosts = tmp_path / "known_hosts"
+    known_hosts.write_text("".join(f"{addr} {key}\n" for addr, key in keys.items()))
+    inventory = tmp_path / "inventory"
+    shutil.copytree(lab.inventory_dir, inventory)
+    hosts = inventory / "hosts.yml"
+    hosts.write_text(hosts.read_text().replace(str(lab.known_hosts_path), str(known_hosts)))
+    result = one_run("ping", str(inventory), {"raise_on_failure": False})
+    failure = result.hosts[victim.name].failure
+    assert result.hosts[victim.name].status == HostStatus.UNREACHABLE and failure is not None
+    assert failure.message.startswith(f"host key {case}"), failure.message
+    assert all(result.hosts[h.name].status == HostStatus.OK for h in lab.hosts()[1:])
 
 
 def test_retry_reruns_only_the_failed_host(lab: Lab) -> None:
