@@ -14,10 +14,12 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from pydantic import SecretStr
 
 from fleetflow.exceptions import (
     ConfigurationError,
@@ -78,6 +80,14 @@ def ansible_environment(project_dir: Path) -> dict[str, str]:
     return env
 
 
+def _probe(path: Path, test: Callable[[Path], bool]) -> bool:
+    """A filesystem test that says False for names the OS refuses (too long, NUL bytes)."""
+    try:
+        return test(path)
+    except (OSError, ValueError):
+        return False
+
+
 def resolve_playbook(playbook: str | Path, project_dir: Path) -> Path:
     """A playbook name under playbooks/ ("site" or "site.yml") or a path to one."""
     text = str(playbook).strip()
@@ -87,7 +97,7 @@ def resolve_playbook(playbook: str | Path, project_dir: Path) -> Path:
     base = project_dir / "playbooks"
     candidates += [base / text, *(base / f"{text}{suffix}" for suffix in _PLAYBOOK_SUFFIXES)]
     for candidate in candidates:
-        if candidate.is_file():
+        if _probe(candidate, Path.is_file):
             return candidate.resolve()
     known = sorted(p.stem for p in base.glob("*.y*ml")) if base.is_dir() else []
     raise PlaybookError(
@@ -104,7 +114,7 @@ def resolve_inventory(inventory: str | Path, project_dir: Path) -> Path:
     path = Path(text)
     direct = path if path.is_absolute() else project_dir / path
     for candidate in (direct, project_dir / "inventory" / text):
-        if candidate.exists():
+        if _probe(candidate, Path.exists):
             _require_hosts_file(candidate)
             return candidate.resolve()
     base = project_dir / "inventory"
@@ -153,6 +163,7 @@ def preflight(
     tags: list[str] | None = None,
     skip_tags: list[str] | None = None,
     extra_vars: Mapping[str, Any] | None = None,
+    vault_password: SecretStr | None = None,
 ) -> Preflight:
     """Check a run request with Ansible itself; raise ConfigurationError on bad input."""
     playbook_path = resolve_playbook(playbook, project_dir)
@@ -174,6 +185,8 @@ def preflight(
             vars_file = Path(tmp) / "extra_vars.json"
             vars_file.write_text(json.dumps(variables))
             cmd += ["-e", f"@{vars_file}"]
+        if vault_password is not None:
+            cmd += ["--vault-password-file", str(_private_file(Path(tmp), "vault", vault_password))]
         proc = subprocess.run(
             cmd,
             capture_output=True,
@@ -192,6 +205,15 @@ def preflight(
             + (f" with limit {limit!r}" if limit else "")
         )
     return Preflight(playbook_path, inventory_path, tuple(sorted(hosts, key=natural_key)), tasks)
+
+
+def _private_file(directory: Path, name: str, secret: SecretStr) -> Path:
+    """A 0600 file holding the secret, created with that mode (never readable by others)."""
+    path = directory / name
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(secret.get_secret_value())
+    return path
 
 
 def natural_key(name: str) -> list[int | str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from prefect.utilities.callables import parameter_schema
 from prefect.utilities.schema_tools import validate
@@ -38,6 +38,8 @@ def test_extra_vars_are_accepted_or_refused_cleanly(value: Any) -> None:
 
 @FAST
 @given(st.text())
+@example("x" * 300)  # found by this test: the OS refused the name ("File name too long")
+@example("bad\x00name")
 def test_inventory_and_playbook_names_never_escape_as_tracebacks(text: str) -> None:
     for resolve in (resolve_inventory, resolve_playbook):
         try:
