@@ -24,10 +24,14 @@ def playbook(
     forks: Annotated[int, Field(ge=1, le=500)] | None = None,
     max_fail_percentage: Percentage = 0.0,
     retries: Retries = 0,
+    ssh_key_secret: str | None = None,
+    become_password_secret: str | None = None,
+    vault_password_secret: str | None = None,
 ) -> PlaybookResult:
     """Run `playbook` on `inventory` (narrowed by `limit`); fail if any host fails.
 
-    Do not pass secrets in `extra_vars`: flow parameters are stored by the server.
+    Do not pass secrets in `extra_vars`: flow parameters are stored by the server. Name
+    Prefect Secret blocks instead (`*_secret`): only the names are stored.
     """
     result = run_playbook(
         playbook,
@@ -40,6 +44,9 @@ def playbook(
         forks=forks,
         max_fail_percentage=max_fail_percentage,
         retry=RetryPolicy(attempts=retries + 1, delay_seconds=5),
+        ssh_key_secret=ssh_key_secret,
+        become_password_secret=become_password_secret,
+        vault_password_secret=vault_password_secret,
     )
     print_result(result)
     return result

@@ -20,6 +20,7 @@ from fleetflow.exceptions import ConfigurationError
 from fleetflow.inventory import Preflight, preflight
 from fleetflow.policy import RetryPolicy
 from fleetflow.results import HostResult, PlaybookResult, RunStatus
+from fleetflow.secrets import RunSecrets
 
 Logger = logging.Logger | logging.LoggerAdapter[logging.Logger]
 # Ansible's exit codes for "some hosts failed" and "some hosts unreachable".
@@ -46,6 +47,7 @@ class PlaybookRequest:
     max_fail_percentage: float = 0.0
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     run_dir: Path | None = None
+    secrets: RunSecrets = field(default_factory=RunSecrets, repr=False)
 
     def __post_init__(self) -> None:
         if not 0 <= self.max_fail_percentage <= 100:
@@ -66,6 +68,7 @@ def check_request(request: PlaybookRequest) -> Preflight:
         tags=list(request.tags),
         skip_tags=list(request.skip_tags),
         extra_vars=request.extra_vars,
+        vault_password=request.secrets.vault_password,
     )
 
 
@@ -133,6 +136,7 @@ def _runner_request(
         forks=request.forks or min(len(plan.hosts), MAX_DEFAULT_FORKS),
         timeout=max(remaining, 1.0) if remaining is not None else None,
         run_dir=request.run_dir,
+        secrets=request.secrets,
     )
 
 

@@ -29,8 +29,10 @@ from pathlib import Path
 from typing import Any
 
 import ansible_runner
+from pydantic import SecretStr
 
 from fleetflow.inventory import ansible_environment, ansible_tool
+from fleetflow.secrets import RunSecrets
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +57,7 @@ class RunnerRequest:
     forks: int = 5
     timeout: float | None = None
     run_dir: Path | None = None
+    secrets: RunSecrets = field(default_factory=RunSecrets, repr=False)
 
 
 @dataclass(frozen=True)
@@ -98,8 +101,39 @@ def _envvars(
     }
 
 
+def _secret_file(directory: Path, name: str, secret: SecretStr) -> Path:
+    """Created 0600 from the start; removed with the private dir whatever the run's end."""
+    directory.mkdir(mode=0o700, exist_ok=True)
+    path = directory / name
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as out:
+        value = secret.get_secret_value()
+        out.write(value if value.endswith("\n") else value + "\n")  # OpenSSH wants the newline
+    return path
+
+
+def _secret_envvars(request: RunnerRequest, private: Path) -> dict[str, str]:
+    found = {}
+    if request.secrets.ssh_key is not None:
+        key = _secret_file(private / "secrets", "ssh_key", request.secrets.ssh_key)
+        found["ANSIBLE_PRIVATE_KEY_FILE"] = str(key)
+    if request.secrets.vault_password is not None:
+        vault = _secret_file(private / "secrets", "vault", request.secrets.vault_password)
+        found["ANSIBLE_VAULT_PASSWORD_FILE"] = str(vault)
+    return found
+
+
+def _passwords(request: RunnerRequest) -> dict[str, str] | None:
+    """Answers to Ansible's prompts, typed through the pty: never on disk or argv."""
+    if request.secrets.become_password is None:
+        return None
+    return {r"BECOME password.*:\s*?$": request.secrets.become_password.get_secret_value()}
+
+
 def _cmdline(request: RunnerRequest) -> str | None:
     flags = []
+    if request.secrets.become_password is not None:
+        flags.append("--ask-become-pass")
     if request.check:
         flags.append("--check")
     if request.diff:
@@ -172,7 +206,9 @@ def _invoke(
         extravars=request.extra_vars or None,
         cmdline=_cmdline(request),
         forks=request.forks,
-        envvars=_envvars(request, private, control_dir, bin_dir),
+        envvars=_envvars(request, private, control_dir, bin_dir)
+        | _secret_envvars(request, private),
+        passwords=_passwords(request),
         # Check the cancel flag every 0.25 s instead of runner's default 5 s.
         settings={"pexpect_timeout": 0.25, "suppress_ansible_output": True},
         timeout=max(1, round(request.timeout)) if request.timeout else None,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import re
 import threading
 from collections.abc import Iterator
@@ -31,6 +33,7 @@ from fleetflow.exceptions import (
 )
 from fleetflow.policy import RetryPolicy
 from fleetflow.results import HostStatus, PlaybookResult, RunStatus
+from fleetflow.secrets import RunSecrets, mask
 from fleetflow.settings import get_settings
 
 __all__ = ["resolve_hosts", "run_playbook"]
@@ -68,6 +71,31 @@ def _progress_artifact(description: str, interval: float = 1.0) -> Iterator[list
         stop.set()
         thread.join(5)
         update_progress_artifact(artifact_id=artifact_id, progress=100.0)
+
+
+class _MaskingLogger(logging.LoggerAdapter[Any]):
+    """Masks secret values in every line before Prefect ships it to the API."""
+
+    def __init__(self, logger: Any, values: list[str]) -> None:
+        super().__init__(logger, {})
+        self.values = values
+
+    def log(self, level: int, msg: object, *args: object, **kwargs: Any) -> None:
+        if self.isEnabledFor(level):
+            text = str(msg) % args if args else str(msg)
+            self.logger.log(level, "%s", mask(text, self.values), **kwargs)
+
+
+def _masking(logger: Any, values: list[str]) -> Any:
+    return _MaskingLogger(logger, values) if values else logger
+
+
+def _mask_result(result: PlaybookResult, values: list[str]) -> PlaybookResult:
+    """The result with secret values masked everywhere (messages, outputs), also JSON-escaped."""
+    if not values:
+        return result
+    forms = sorted({*values, *(json.dumps(v)[1:-1] for v in values)}, key=len, reverse=True)
+    return PlaybookResult.model_validate_json(mask(result.model_dump_json(), forms))
 
 
 def _emit_host_events(result: PlaybookResult) -> None:
@@ -113,6 +141,9 @@ def run_playbook(
     raise_on_failure: bool = True,
     host_lock: bool = True,
     lock_timeout: float | None = None,
+    ssh_key_secret: str | None = None,
+    become_password_secret: str | None = None,
+    vault_password_secret: str | None = None,
 ) -> PlaybookResult:
     """Run an Ansible playbook against an inventory and return what happened on every host.
 
@@ -133,11 +164,18 @@ def run_playbook(
         host_lock: Wait until no other run is playing on any of the targeted hosts, and
             keep them to this run until it ends (Prefect global concurrency limits).
         lock_timeout: Seconds to wait for those hosts; then HostLockTimeout, nothing run.
+        ssh_key_secret / become_password_secret / vault_password_secret: Names of Prefect
+            Secret blocks (CI: FLEETFLOW_SECRET_<NAME>) with the SSH private key (used
+            unless the inventory names a key file), the become password (answered to
+            Ansible's prompt) and the ansible-vault password. Values are masked in logs,
+            results and artifacts; files holding them live in the run's private dir only.
 
     Bad input (unknown playbook or inventory, syntax errors, a limit matching no host,
     extra_vars that are not a mapping) raises ConfigurationError before any host is touched.
     """
     settings = get_settings()
+    secrets = RunSecrets.load(ssh_key_secret, become_password_secret, vault_password_secret)
+    masked = secrets.values()
     request = PlaybookRequest(
         playbook=playbook,
         inventory=inventory,
@@ -154,8 +192,9 @@ def run_playbook(
         max_fail_percentage=max_fail_percentage,
         retry=retry or RetryPolicy(),
         run_dir=settings.run_dir,
+        secrets=secrets,
     )
-    logger = get_run_logger()
+    logger = _masking(get_run_logger(), masked)
     plan = check_request(request)
     logger.info(
         "%s on %s: %d hosts, %d tasks%s",
@@ -167,6 +206,7 @@ def run_playbook(
         _progress_artifact(f"{plan.playbook.name} on {inventory}") as collectors,
     ):
         result = execute(request, plan, run_ansible, logger, on_collector=collectors.append)
+    result = _mask_result(result, masked)
     create_table_artifact(
         table=result.table(),
         key=_artifact_key("hosts", plan.playbook.stem, Path(inventory).name),

@@ -100,6 +100,8 @@ def stop_all(services: list[ServiceProcess], mark: str, grace: float = 15.0) -> 
             break
         time.sleep(0.2)
     for _ in range(3):
+        for started in _STARTED:
+            started.poll()  # reap the ones this process started, so none lingers as a zombie
         stragglers = [s.pid for s in services if s.alive()] + processes_marked(mark)
         if not stragglers:
             return []

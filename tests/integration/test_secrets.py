@@ -1,0 +1,133 @@
+"""Secrets end to end: SSH key, become password and vault password from Prefect Secret
+blocks; then the API and the disk are searched for every secret string."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from prefect import flow
+from prefect.blocks.system import Secret
+from prefect.client.orchestration import get_client
+
+from fleetflow.exceptions import ConfigurationError, PlaybookFailed
+from fleetflow.inventory import ansible_environment, ansible_tool
+from fleetflow.lab import Lab
+from fleetflow.results import PlaybookResult, RunStatus
+from fleetflow.tasks import run_playbook
+
+from ..conftest import REPO
+
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_server")]
+
+
+@flow
+def in_flow(playbook: str, inventory: str, **secret_names: str) -> PlaybookResult:
+    return run_playbook(playbook, inventory=inventory, **secret_names)  # type: ignore[arg-type]
+
+
+def _keyless_inventory(lab: Lab, tmp_path: Path) -> Path:
+    """The lab's inventory without its key file: only a key given as a secret gets in."""
+    inventory = tmp_path / "inventory"
+    shutil.copytree(lab.inventory_dir, inventory)
+    hosts = inventory / "hosts.yml"
+    lines = hosts.read_text().splitlines()
+    hosts.write_text("\n".join(ln for ln in lines if "ansible_ssh_private_key_file" not in ln))
+    return inventory
+
+
+def _vaulted_inventory(lab: Lab, tmp_path: Path, vault_password: str, token: str) -> Path:
+    """The keyless inventory plus a vault-encrypted group_vars file."""
+    inventory = _keyless_inventory(lab, tmp_path)
+    (inventory / "group_vars" / "all").mkdir(parents=True)
+    vaulted = inventory / "group_vars" / "all" / "vault.yml"
+    vaulted.write_text(f"vault_token: {token}\n")
+    password_file = tmp_path / "vault-pass"
+    fd = os.open(password_file, os.O_WRONLY | os.O_CREAT, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(vault_password)
+    try:
+        subprocess.run(
+            [ansible_tool("ansible-vault"), "encrypt", "--vault-password-file",
+             str(password_file), str(vaulted)],
+            check=True, capture_output=True, env=ansible_environment(REPO),
+        )  # fmt: skip
+    finally:
+        password_file.unlink()
+    assert token not in vaulted.read_text()
+    return inventory
+
+
+def _files_containing(needles: list[bytes], roots: list[Path]) -> list[str]:
+    hits = []
+    for root in roots:
+        for directory, _dirs, files in os.walk(root):
+            if "/.venv" in directory or "/.git" in directory:
+                continue
+            for name in files:
+                path = Path(directory) / name
+                try:
+                    if path.is_symlink() or path.stat().st_size > 20_000_000:
+                        continue
+                    data = path.read_bytes()
+                except OSError:
+                    continue
+                hits += [f"{path}" for needle in needles if needle in data]
+    return hits
+
+
+def _api_text() -> str:
+    """Every log line, artifact, flow and task run the server holds, as text."""
+    with get_client(sync_client=True) as client:
+        parts = [log.message for log in client.read_logs()]
+        parts += [str(a.data) + str(a.description) for a in client.read_artifacts()]
+        parts += [r.model_dump_json() for r in client.read_flow_runs()]
+        parts += [t.model_dump_json() for t in client.read_task_runs()]
+    return "\n".join(parts)
+
+
+def test_every_secret_kind_is_used_and_found_nowhere(lab: Lab, tmp_path: Path) -> None:
+    key = lab.key_path.read_text()
+    become, vault, token = (secrets.token_urlsafe(18) for _ in range(3))
+    Secret(value=key).save("ff-test-ssh-key", overwrite=True)
+    Secret(value=become).save("ff-test-become", overwrite=True)
+    Secret(value=vault).save("ff-test-vault", overwrite=True)
+    inventory = _vaulted_inventory(lab, tmp_path, vault, token)
+    result = in_flow(
+        str(REPO / "tests/fixtures/playbooks/secrets.yml"),
+        inventory=str(inventory),
+        ssh_key_secret="ff-test-ssh-key",
+        become_password_secret="ff-test-become",
+        vault_password_secret="ff-test-vault",
+    )
+    assert result.status == RunStatus.SUCCESSFUL, result.message
+    digest = hashlib.sha256(token.encode()).hexdigest()
+    for host in lab.hosts():
+        assert lab.ssh(host.name, "cat /root/ff-vault-digest").stdout.strip() == digest
+    key_lines = [ln for ln in key.splitlines() if len(ln) >= 12 and "PRIVATE KEY" not in ln]
+    needles = [become, vault, token, *key_lines]
+    api = _api_text()
+    assert [n for n in needles if n in api] == []
+    roots = [Path("/tmp"), REPO, Path.home() / ".ansible"]
+    assert _files_containing([n.encode() for n in needles], roots) == []
+
+
+def test_a_missing_secret_is_a_clear_error_before_any_host(lab: Lab) -> None:
+    with pytest.raises(ConfigurationError, match=r"ff-no-such-secret.*FLEETFLOW_SECRET_FF_NO_SUCH"):
+        in_flow("ping", inventory=str(lab.inventory_dir), ssh_key_secret="ff-no-such-secret")
+
+
+def test_secret_from_the_environment_in_ci(
+    lab: Lab, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    inventory = str(_keyless_inventory(lab, tmp_path))
+    with pytest.raises(PlaybookFailed):  # no key: the hosts refuse us
+        in_flow("ping", inventory=inventory)
+    monkeypatch.setenv("FLEETFLOW_SECRET_FF_ENV_KEY", lab.key_path.read_text())
+    result = in_flow("ping", inventory=inventory, ssh_key_secret="ff-env-key")
+    assert result.status == RunStatus.SUCCESSFUL
