@@ -127,6 +127,24 @@ def _check(args: argparse.Namespace) -> int:
     return 1 if errors else 0
 
 
+def _history(args: argparse.Namespace) -> int:
+    from prefect.client.orchestration import get_client
+
+    from fleetflow.history import read_history
+
+    with get_client(sync_client=True) as client:
+        records = read_history(client, limit=args.limit, deployment=args.deployment, host=args.host)
+    if args.json:
+        print(json.dumps([r.to_json() for r in records], indent=1))
+        return 0
+    for r in records:
+        where = f"{r.flow}/{r.deployment}" if r.deployment else r.flow
+        print(f"{r.created}  {where:<28} {r.state:<10} by {r.trigger:<24} {r.name}")
+        print(f"    parameters: {json.dumps(r.parameters, sort_keys=True)}")
+        print("    hosts: " + (", ".join(f"{h}={s}" for h, s in r.hosts.items()) or "(none)"))
+    return 0
+
+
 def _status_json(status: object) -> dict[str, object]:
     from fleetflow.stack import StackStatus
 
@@ -223,6 +241,13 @@ def _parser() -> argparse.ArgumentParser:
     apply.add_argument("--dry-run", action="store_true", help="show the changes, apply nothing")
     apply.add_argument("--dir", type=Path, help="default: deployments/automations")
     automations.set_defaults(handler=_automations)
+
+    history = commands.add_parser("history", help="runs: trigger, parameters, per-host outcome")
+    history.add_argument("--limit", type=int, default=20)
+    history.add_argument("--deployment", help="flow/deployment, e.g. site/lab")
+    history.add_argument("--host", help="only runs that targeted this host")
+    history.add_argument("--json", action="store_true")
+    history.set_defaults(handler=_history)
 
     check = commands.add_parser("check", help="validate the repository without touching hosts")
     check.add_argument("--no-lint", action="store_true", help="skip yamllint and ansible-lint")

@@ -98,6 +98,22 @@ def test_failing_run_exits_non_zero(stack: RunningStack) -> None:
     assert stack.wait_final(run_id)[run_id][0] == "FAILED"
 
 
+def test_history_tells_trigger_parameters_and_per_host_outcome(
+    stack: RunningStack, lab: Lab
+) -> None:
+    fleetflow = [str(BIN / "fleetflow"), "history", "--json"]
+    done = stack.cli(*fleetflow, "--deployment", "site/lab")
+    assert done.returncode == 0, done.stdout + done.stderr
+    (site,) = json.loads(done.stdout)
+    assert (site["state"], site["trigger"]) == ("Completed", "api")
+    assert site["parameters"]["inventory"] == stack.inventory
+    assert set(site["hosts"]) == {h.name for h in lab.hosts()}
+    db_host = lab.hosts()[1].name
+    touched = json.loads(stack.cli(*fleetflow, "--host", db_host).stdout)
+    failed = [r for r in touched if r["hosts"][db_host] == "failed"]
+    assert failed and failed[0]["state"] == "Failed" and failed[0]["flow"] == "playbook"
+
+
 def test_bad_parameters_are_rejected_at_trigger_time(stack: RunningStack) -> None:
     before = stack.query("SELECT count(*) FROM flow_run")
     code, run_id, output = stack.trigger("site/lab", retries=-1)
