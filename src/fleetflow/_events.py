@@ -66,7 +66,8 @@ def failure_message(res: dict[str, Any]) -> str:
     An SSH host-key refusal leads with its reason; the connection is never retried without
     checking the key.
     """
-    for key in ("msg", "stderr", "reason"):
+    # A no_log task's result is only {"censored": ...}: keep it censored, and say so.
+    for key in ("msg", "stderr", "reason", "censored"):
         value = res.get(key)
         if value:
             text = str(value).strip()

@@ -9,6 +9,7 @@ import secrets
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 from prefect import flow
@@ -27,8 +28,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_server")
 
 
 @flow
-def in_flow(playbook: str, inventory: str, **secret_names: str) -> PlaybookResult:
-    return run_playbook(playbook, inventory=inventory, **secret_names)  # type: ignore[arg-type]
+def in_flow(playbook: str, inventory: str, **options: Any) -> PlaybookResult:
+    return run_playbook(playbook, inventory=inventory, **options)
 
 
 def _keyless_inventory(lab: Lab, tmp_path: Path) -> Path:
@@ -109,6 +110,32 @@ def test_every_secret_kind_is_used_and_found_nowhere(lab: Lab, tmp_path: Path) -
     digest = hashlib.sha256(token.encode()).hexdigest()
     for host in lab.hosts():
         assert lab.ssh(host.name, "cat /root/ff-vault-digest").stdout.strip() == digest
+    # become: log in as `ops`, su to root with the become password from its block. (`-p '*'`:
+    # no password, yet not locked - sshd without PAM refuses locked accounts.)
+    host = lab.hosts()[0].name
+    setup = (
+        "id ops >/dev/null 2>&1 || useradd -m -s /bin/sh -p '*' ops; mkdir -p ~ops/.ssh; "
+        "cp /root/.ssh/authorized_keys ~ops/.ssh/; chown -R ops ~ops/.ssh; chpasswd"
+    )
+    # The password goes through stdin, never a command line.
+    made = subprocess.run([*lab.ssh_args(host), setup], input=f"root:{become}\n",
+                          capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    become_run = in_flow(
+        str(REPO / "tests/fixtures/playbooks/become.yml"), inventory=str(inventory),
+        limit=host, extra_vars={"ansible_user": "ops"},
+        ssh_key_secret="ff-test-ssh-key", become_password_secret="ff-test-become",
+        vault_password_secret="ff-test-vault",
+    )  # fmt: skip
+    assert become_run.hosts[host].outputs["user"] == "root"
+    Secret(value="not-the-password").save("ff-test-wrong", overwrite=True)
+    with pytest.raises(PlaybookFailed):  # the password really is what su checks
+        in_flow(
+            str(REPO / "tests/fixtures/playbooks/become.yml"), inventory=str(inventory),
+            limit=host, extra_vars={"ansible_user": "ops"},
+            ssh_key_secret="ff-test-ssh-key", become_password_secret="ff-test-wrong",
+            vault_password_secret="ff-test-vault",
+        )  # fmt: skip
     key_lines = [ln for ln in key.splitlines() if len(ln) >= 12 and "PRIVATE KEY" not in ln]
     needles = [become, vault, token, *key_lines]
     api = _api_text()
@@ -131,3 +158,16 @@ def test_secret_from_the_environment_in_ci(
     monkeypatch.setenv("FLEETFLOW_SECRET_FF_ENV_KEY", lab.key_path.read_text())
     result = in_flow("ping", inventory=inventory, ssh_key_secret="ff-env-key")
     assert result.status == RunStatus.SUCCESSFUL
+
+
+def test_no_log_failures_stay_censored(lab: Lab) -> None:
+    sensitive = secrets.token_urlsafe(18)
+    with pytest.raises(PlaybookFailed) as caught:
+        in_flow(str(REPO / "tests/fixtures/playbooks/nolog_fail.yml"),
+                inventory=str(lab.inventory_dir), extra_vars={"sensitive": sensitive})  # fmt: skip
+    failure = next(iter(caught.value.result.hosts.values())).failure
+    # Ansible's own censored text ("... 'no_log: true' was specified ..."), not the value.
+    assert failure is not None and "no_log" in failure.message, failure
+    assert sensitive not in caught.value.result.model_dump_json()
+    logs = "\n".join(log.message for log in get_client(sync_client=True).read_logs())
+    assert sensitive not in logs
