@@ -58,7 +58,7 @@ def _run(
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         argv, cwd=project_dir, env=env or ansible_environment(project_dir),
-        capture_output=True, text=True, timeout=600, check=False,
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=600, check=False,
     )  # fmt: skip
 
 

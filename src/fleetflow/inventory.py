@@ -189,6 +189,8 @@ def preflight(
             cmd += ["--vault-password-file", str(_private_file(Path(tmp), "vault", vault_password))]
         proc = subprocess.run(
             cmd,
+            # Ansible refuses a non-blocking stdin, which a worker or CLI may have left us.
+            stdin=subprocess.DEVNULL,
             capture_output=True,
             text=True,
             cwd=project_dir,

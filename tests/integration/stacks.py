@@ -46,7 +46,9 @@ class RunningStack:
 
     def cli(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [*args], cwd=REPO, env=self.env, capture_output=True, text=True,
+            # stdin: the prefect CLI makes its stdin non-blocking, which would leak to us.
+            [*args], cwd=REPO, env=self.env, stdin=subprocess.DEVNULL, capture_output=True,
+            text=True,
             timeout=timeout, check=False,
         )  # fmt: skip
 

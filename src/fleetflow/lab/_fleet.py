@@ -357,6 +357,7 @@ class Lab:
         """Run a shell command on the host over SSH (strict host key checking)."""
         return subprocess.run(
             [*self.ssh_args(name), command],
+            stdin=subprocess.DEVNULL,  # ssh would otherwise read (and may unblock) our stdin
             capture_output=True,
             text=True,
             timeout=timeout,

@@ -184,7 +184,8 @@ class Stack:
         started = time.monotonic()
         upgrade = subprocess.run(
             self._prefect("server", "database", "upgrade", "-y"),
-            env=env, capture_output=True, text=True, timeout=600, check=False,
+            env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=600,
+            check=False,
         )  # fmt: skip
         if upgrade.returncode != 0:
             raise StackError(
