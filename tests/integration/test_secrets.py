@@ -110,12 +110,14 @@ def test_every_secret_kind_is_used_and_found_nowhere(lab: Lab, tmp_path: Path) -
     digest = hashlib.sha256(token.encode()).hexdigest()
     for host in lab.hosts():
         assert lab.ssh(host.name, "cat /root/ff-vault-digest").stdout.strip() == digest
-    # become: log in as `ops`, su to root with the become password from its block. (`-p '*'`:
+    # become: log in as `ffbecome`, su to root with the become password from its block. (`-p '*'`:
     # no password, yet not locked - sshd without PAM refuses locked accounts.)
     host = lab.hosts()[0].name
+    # A user of our own: roles may already own names like `ops` (as a group, here).
     setup = (
-        "id ops >/dev/null 2>&1 || useradd -m -s /bin/sh -p '*' ops; mkdir -p ~ops/.ssh; "
-        "cp /root/.ssh/authorized_keys ~ops/.ssh/; chown -R ops ~ops/.ssh; chpasswd"
+        "set -e; id ffbecome >/dev/null 2>&1 || useradd -m -s /bin/sh -p '*' ffbecome; "
+        "mkdir -p ~ffbecome/.ssh; cp /root/.ssh/authorized_keys ~ffbecome/.ssh/; "
+        "chown -R ffbecome ~ffbecome/.ssh; chpasswd"
     )
     # The password goes through stdin, never a command line.
     made = subprocess.run([*lab.ssh_args(host), setup], input=f"root:{become}\n",
@@ -123,7 +125,7 @@ def test_every_secret_kind_is_used_and_found_nowhere(lab: Lab, tmp_path: Path) -
     assert made.returncode == 0, made.stderr
     become_run = in_flow(
         str(REPO / "tests/fixtures/playbooks/become.yml"), inventory=str(inventory),
-        limit=host, extra_vars={"ansible_user": "ops"},
+        limit=host, extra_vars={"ansible_user": "ffbecome"},
         ssh_key_secret="ff-test-ssh-key", become_password_secret="ff-test-become",
         vault_password_secret="ff-test-vault",
     )  # fmt: skip
@@ -132,7 +134,7 @@ def test_every_secret_kind_is_used_and_found_nowhere(lab: Lab, tmp_path: Path) -
     with pytest.raises(PlaybookFailed):  # the password really is what su checks
         in_flow(
             str(REPO / "tests/fixtures/playbooks/become.yml"), inventory=str(inventory),
-            limit=host, extra_vars={"ansible_user": "ops"},
+            limit=host, extra_vars={"ansible_user": "ffbecome"},
             ssh_key_secret="ff-test-ssh-key", become_password_secret="ff-test-wrong",
             vault_password_secret="ff-test-vault",
         )  # fmt: skip

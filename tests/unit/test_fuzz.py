@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from prefect.utilities.callables import parameter_schema
@@ -73,6 +74,8 @@ def _flow_schemas() -> list[dict[str, Any]]:
 SCHEMAS = _flow_schemas()
 
 
+# Code under Prefect's validator touches the global `random` while hypothesis draws; it flags that.
+@pytest.mark.filterwarnings("ignore::hypothesis.errors.HypothesisDeprecationWarning")
 @FAST
 @given(st.dictionaries(st.sampled_from(["inventory", "limit", "hosts", "retries", "batch_size",
                                           "version", "max_fail_percentage", "extra_vars",
