@@ -32,7 +32,7 @@ import ansible_runner
 from pydantic import SecretStr
 
 from fleetflow.inventory import ansible_environment, ansible_tool
-from fleetflow.secrets import RunSecrets
+from fleetflow.secrets import RunSecrets, write_private
 
 logger = logging.getLogger(__name__)
 
@@ -104,12 +104,9 @@ def _envvars(
 def _secret_file(directory: Path, name: str, secret: SecretStr) -> Path:
     """Created 0600 from the start; removed with the private dir whatever the run's end."""
     directory.mkdir(mode=0o700, exist_ok=True)
-    path = directory / name
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as out:
-        value = secret.get_secret_value()
-        out.write(value if value.endswith("\n") else value + "\n")  # OpenSSH wants the newline
-    return path
+    value = secret.get_secret_value()
+    # OpenSSH refuses a key file without its final newline.
+    return write_private(directory / name, value if value.endswith("\n") else value + "\n")
 
 
 def _secret_envvars(request: RunnerRequest, private: Path) -> dict[str, str]:

@@ -27,6 +27,7 @@ from fleetflow.exceptions import (
     NoHostsMatched,
     PlaybookError,
 )
+from fleetflow.secrets import write_private
 
 __all__ = [
     "Preflight",
@@ -186,7 +187,8 @@ def preflight(
             vars_file.write_text(json.dumps(variables))
             cmd += ["-e", f"@{vars_file}"]
         if vault_password is not None:
-            cmd += ["--vault-password-file", str(_private_file(Path(tmp), "vault", vault_password))]
+            vault_file = write_private(Path(tmp) / "vault", vault_password.get_secret_value())
+            cmd += ["--vault-password-file", str(vault_file)]
         proc = subprocess.run(
             cmd,
             # Ansible refuses a non-blocking stdin, which a worker or CLI may have left us.
@@ -207,15 +209,6 @@ def preflight(
             + (f" with limit {limit!r}" if limit else "")
         )
     return Preflight(playbook_path, inventory_path, tuple(sorted(hosts, key=natural_key)), tasks)
-
-
-def _private_file(directory: Path, name: str, secret: SecretStr) -> Path:
-    """A 0600 file holding the secret, created with that mode (never readable by others)."""
-    path = directory / name
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as out:
-        out.write(secret.get_secret_value())
-    return path
 
 
 def natural_key(name: str) -> list[int | str]:

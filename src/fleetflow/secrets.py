@@ -11,13 +11,14 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from pydantic import SecretStr
 
 from fleetflow.exceptions import ConfigurationError
 
-__all__ = ["MASK", "RunSecrets", "load_secret", "mask", "secret_variable"]
+__all__ = ["MASK", "RunSecrets", "load_secret", "mask", "secret_variable", "write_private"]
 
 MASK = "********"
 # Fragments shorter than this are not masked on their own (they would mask common words).
@@ -73,6 +74,14 @@ class RunSecrets:
                 line.strip() for line in text.splitlines() if len(line.strip()) >= _MIN_FRAGMENT
             )
         return sorted((v for v in found if v), key=len, reverse=True)
+
+
+def write_private(path: Path, text: str) -> Path:
+    """Write `text` to a new file that is 0600 from its creation (never readable by others)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
+    return path
 
 
 def mask(text: str, values: list[str]) -> str:
