@@ -17,6 +17,7 @@ import httpx
 
 from fleetflow._launch import SOCKET_VARIABLE
 from fleetflow.exceptions import StackError
+from fleetflow.secrets import write_private
 from fleetflow.stack._config import StackConfig, WorkerSpec
 from fleetflow.stack._database import database_url, ensure_database, masked
 from fleetflow.stack._pool import apply_work_pool, worker_states
@@ -65,7 +66,8 @@ class Stack:
         self.database = database_url(database) if database else None
         self._state_file = self.directory / "stack.json"
         self.auth_file = self.directory / "api-auth"
-        self._auth = auth
+        self._auth = auth  # read or generated once, then kept: auth() is called in loops
+        self._auth_given = auth is not None
 
     @property
     def api_url(self) -> str:
@@ -88,7 +90,8 @@ class Stack:
         if self._auth:
             return self._auth
         if self.auth_file.exists():
-            return self.auth_file.read_text().strip()
+            self._auth = self.auth_file.read_text().strip()
+            return self._auth
         if self.server_url:
             raise StackError(
                 f"the server at {self.server_url} wants credentials: set FLEETFLOW_API_AUTH "
@@ -96,9 +99,8 @@ class Stack:
             )
         self.directory.mkdir(parents=True, exist_ok=True)
         credentials = f"fleetflow:{secrets.token_urlsafe(24)}"
-        fd = os.open(self.auth_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as out:
-            out.write(credentials + "\n")
+        write_private(self.auth_file, credentials + "\n")
+        self._auth = credentials
         return credentials
 
     # -- state -------------------------------------------------------------------------
@@ -282,7 +284,7 @@ class Stack:
         processes = [(p, p.alive()) for p in self._load()]
         healthy = self.healthy()
         workers = worker_states(self.api_url, self.auth(), pool) if healthy else {}
-        source = "$FLEETFLOW_API_AUTH" if self._auth else f"$(cat {self.auth_file})"
+        source = "$FLEETFLOW_API_AUTH" if self._auth_given else f"$(cat {self.auth_file})"
         return StackStatus(
             self.api_url, self.database_label, healthy, processes, workers, auth_source=source
         )
