@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ from pydantic import ValidationError
 from fleetflow.exceptions import FleetflowError
 from fleetflow.inventory import resolve_inventory
 
-__all__ = ["check_deployment"]
+__all__ = ["Problem", "check_deployment"]
 
 _SCHEDULES: dict[str, Any] = {
     "cron": CronSchedule,
@@ -26,51 +27,57 @@ _SCHEDULES: dict[str, Any] = {
 LimitMatcher = Callable[[Path, Path, str], list[str]]
 
 
-def _problem(where: str, message: str, error: bool = True) -> Any:
-    from fleetflow.check import Problem
+@dataclass(frozen=True)
+class Problem:
+    """One finding of `fleetflow check`: an error, or a warning that does not fail it."""
 
-    return Problem(where, message, error)
+    where: str
+    message: str
+    error: bool = True
+
+    def __str__(self) -> str:
+        return f"{'ERROR' if self.error else 'warning'} {self.where}: {self.message}"
 
 
-def _parameters(where: str, flow: Any, params: dict[str, Any]) -> list[Any]:
+def _parameters(where: str, flow: Any, params: dict[str, Any]) -> list[Problem]:
     schema = parameter_schema(flow).model_dump_for_openapi()
     problems = [
-        _problem(where, f"unknown parameter {name!r}")
+        Problem(where, f"unknown parameter {name!r}")
         for name in sorted(set(params) - set(schema.get("properties", {})))
     ]
     for error in validate(params, schema, raise_on_error=False, ignore_required=True):
         path = ".".join(str(p) for p in error.path) or "parameters"
-        problems.append(_problem(where, f"parameter {path}: {error.message}"))
+        problems.append(Problem(where, f"parameter {path}: {error.message}"))
     return problems
 
 
-def _schedules(where: str, schedules: list[dict[str, Any]]) -> list[Any]:
+def _schedules(where: str, schedules: list[dict[str, Any]]) -> list[Problem]:
     problems = []
     for entry in schedules:
         kind = next((k for k in _SCHEDULES if k in entry), None)
         if kind is None:
-            problems.append(_problem(where, f"schedule without cron, interval or rrule: {entry}"))
+            problems.append(Problem(where, f"schedule without cron, interval or rrule: {entry}"))
             continue
         fields = {k: entry[k] for k in (kind, "timezone") if k in entry}
         try:
             _SCHEDULES[kind](**fields)
         except ValidationError as exc:
             reasons = "; ".join(str(e["msg"]) for e in exc.errors())
-            problems.append(_problem(where, f"schedule {entry[kind]!r}: {reasons}"))
+            problems.append(Problem(where, f"schedule {entry[kind]!r}: {reasons}"))
         except (ValueError, TypeError) as exc:
-            problems.append(_problem(where, f"schedule {entry[kind]!r}: {exc}"))
+            problems.append(Problem(where, f"schedule {entry[kind]!r}: {exc}"))
         if kind == "cron" and "timezone" not in entry:
-            problems.append(_problem(where, f"cron {entry[kind]!r} has no timezone", error=False))
+            problems.append(Problem(where, f"cron {entry[kind]!r} has no timezone", error=False))
     return problems
 
 
-def _pool(where: str, spec: dict[str, Any], known: dict[str, set[str]]) -> list[Any]:
+def _pool(where: str, spec: dict[str, Any], known: dict[str, set[str]]) -> list[Problem]:
     pool = spec.get("work_pool") or {}
     name, queue = pool.get("name"), pool.get("work_queue_name")
     if name not in known:
-        return [_problem(where, f"work pool {name!r} is not the stack's ({sorted(known)})")]
+        return [Problem(where, f"work pool {name!r} is not the stack's ({sorted(known)})")]
     if queue is not None and queue not in known[name]:
-        return [_problem(where, f"queue {queue!r} is not in pool {name} ({sorted(known[name])})")]
+        return [Problem(where, f"queue {queue!r} is not in pool {name} ({sorted(known[name])})")]
     return []
 
 
@@ -83,7 +90,7 @@ def _default(flow: Any, name: str) -> Any:
 
 def _limit(
     where: str, project_dir: Path, flow: Any, params: dict[str, Any], matcher: LimitMatcher
-) -> list[Any]:
+) -> list[Problem]:
     inventory = params.get("inventory", _default(flow, "inventory"))
     names = [n for n in ("limit", "hosts") if n in inspect.signature(flow.fn).parameters]
     pattern = next((params.get(n, _default(flow, n)) for n in names), None)
@@ -96,23 +103,23 @@ def _limit(
     try:
         path = resolve_inventory(str(inventory), project_dir)
     except FleetflowError as exc:
-        return [_problem(where, str(exc))]
+        return [Problem(where, str(exc))]
     if not matcher(project_dir, path, str(pattern)):
         return [
-            _problem(where, f"host pattern {pattern!r} matches no host of inventory {inventory}")
+            Problem(where, f"host pattern {pattern!r} matches no host of inventory {inventory}")
         ]
     return []
 
 
 def check_deployment(
     project_dir: Path, spec: dict[str, Any], known: dict[str, set[str]], matcher: LimitMatcher
-) -> list[Any]:
+) -> list[Problem]:
     where = f"deployment {spec.get('name', '?')} ({spec.get('entrypoint', '?')})"
     entrypoint = str(spec.get("entrypoint", ""))
     try:
         flow: Any = load_flow_from_entrypoint(str(project_dir / entrypoint))
     except Exception as exc:  # any import or lookup failure is the finding
-        return [_problem(where, f"cannot load flow: {type(exc).__name__}: {exc}")]
+        return [Problem(where, f"cannot load flow: {type(exc).__name__}: {exc}")]
     params = dict(spec.get("parameters") or {})
     problems = _parameters(where, flow, params)
     problems += _schedules(where, list(spec.get("schedules") or []))

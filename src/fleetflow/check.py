@@ -20,23 +20,13 @@ from typing import Any
 
 import yaml
 
-from fleetflow._deployment_check import check_deployment
+from fleetflow._deployment_check import Problem, check_deployment
 from fleetflow.exceptions import FleetflowError
 from fleetflow.inventory import ansible_environment, ansible_tool
 
 __all__ = ["CheckReport", "Problem", "check_project"]
 
 _HOST_PARAMETERS = ("limit", "hosts")
-
-
-@dataclass(frozen=True)
-class Problem:
-    where: str
-    message: str
-    error: bool = True
-
-    def __str__(self) -> str:
-        return f"{'ERROR' if self.error else 'warning'} {self.where}: {self.message}"
 
 
 @dataclass
