@@ -67,6 +67,17 @@ class RunningStack:
         match = re.search(r"UUID: ([0-9a-f-]{36})", output)
         return done.returncode, match[1] if match else "", output
 
+    def deploy_playbook_flow(self, name: str, queue: str) -> None:
+        """One more deployment of the `playbook` flow, `playbook/<name>` on `queue`."""
+        script = (
+            "from prefect import flow\n"
+            "flow.from_source(source='.', entrypoint='flows/playbook.py:playbook').deploy(\n"
+            f"    name={name!r}, work_pool_name='fleetflow', work_queue_name={queue!r},\n"
+            "    build=False, push=False, print_next_steps=False)\n"
+        )
+        done = self.cli(sys.executable, "-c", script)
+        assert done.returncode == 0, done.stdout + done.stderr
+
     def query(self, sql: str, *args: object) -> list[tuple[Any, ...]]:
         with psycopg2.connect(f"{PG}/{self.database}") as conn, conn.cursor() as cur:
             cur.execute(sql, args)

@@ -9,7 +9,6 @@ import json
 import logging
 import os
 import signal
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -188,14 +187,7 @@ def test_engine_emits_an_event_per_failed_host(stack: RunningStack, lab: Lab) ->
 def test_run_no_worker_picks_up_is_late_and_alerted(
     stack: RunningStack, inbox: tuple[Inbox, dict[str, str]]
 ) -> None:
-    script = (
-        "from prefect import flow\n"
-        "flow.from_source(source='.', entrypoint='flows/playbook.py:playbook').deploy(\n"
-        "    name='nobody', work_pool_name='fleetflow', work_queue_name='unserved',\n"
-        "    build=False, push=False, print_next_steps=False)\n"
-    )
-    deployed = stack.cli(sys.executable, "-c", script)
-    assert deployed.returncode == 0, deployed.stdout + deployed.stderr
+    stack.deploy_playbook_flow("nobody", queue="unserved")
     run_id = stack.trigger("playbook/nobody", playbook="ping", inventory=stack.inventory)[1]
     name = _run_name(stack, run_id)
     # The server marks a run Late 15 s after its scheduled time; the alert follows.

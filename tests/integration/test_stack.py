@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -123,17 +122,6 @@ def test_bad_parameters_are_rejected_at_trigger_time(stack: RunningStack) -> Non
     assert stack.query("SELECT count(*) FROM flow_run") == before
 
 
-def _deploy_on_staging(stack: RunningStack) -> None:
-    script = (
-        "from prefect import flow\n"
-        "flow.from_source(source='.', entrypoint='flows/playbook.py:playbook').deploy(\n"
-        "    name='staging', work_pool_name='fleetflow', work_queue_name='staging',\n"
-        "    build=False, push=False, print_next_steps=False)\n"
-    )
-    done = stack.cli(sys.executable, "-c", script)
-    assert done.returncode == 0, done.stdout + done.stderr
-
-
 def _submitted_by(stack: RunningStack, worker: str) -> str:
     return (stack.directory / "logs" / f"worker-{worker}.log").read_text()
 
@@ -141,7 +129,7 @@ def _submitted_by(stack: RunningStack, worker: str) -> str:
 def test_each_worker_runs_only_its_queue_and_queue_limit_holds(
     stack: RunningStack, lab: Lab
 ) -> None:
-    _deploy_on_staging(stack)
+    stack.deploy_playbook_flow("staging", queue="staging")
     hold = str(FIXTURES / "hold.yml")
     lab_run = stack.trigger("playbook/lab", playbook="ping", inventory=stack.inventory)[1]
     # Two staging runs on different hosts: only the queue's limit of 1 keeps them apart.
