@@ -9,7 +9,7 @@ export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 120
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 DEMO_HOSTS ?= 5
 
-.PHONY: system-deps venv demo test lint unit integration clean
+.PHONY: system-deps venv demo test lint unit integration molecule clean
 system-deps:
 	tools/install-system-deps.sh
 
@@ -45,8 +45,13 @@ unit: venv
 integration: venv
 	$(BIN)/pytest tests/integration
 
+# Every role's Molecule scenario (each starts and removes a lab host of its own).
+molecule: venv
+	set -e; for scenario in roles/*/molecule/default; do \
+		(cd $$scenario/../.. && PATH=$(CURDIR)/$(BIN):$$PATH molecule test); done
+
 test: lint
-	$(BIN)/pytest tests
+	$(BIN)/pytest --durations=15 tests
 
 clean:
 	-$(BIN)/fleetflow lab down

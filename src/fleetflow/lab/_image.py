@@ -1,4 +1,8 @@
-"""The cached base image every lab host overlays: a Debian minbase root with sshd and python3."""
+"""The cached base image every lab host overlays: a Debian minbase root with sshd and python3.
+
+Besides sshd and python3 it carries what any real server has and the roles manage
+(sudo, cron, logrotate, procps), so role tests need no package mirror.
+"""
 
 from __future__ import annotations
 
@@ -19,9 +23,9 @@ from fleetflow.lab._prereq import require_tool
 logger = logging.getLogger(__name__)
 
 # Bump when the recipe below changes so old caches are not reused.
-IMAGE_RECIPE_VERSION = 1
+IMAGE_RECIPE_VERSION = 2
 _MARKER = ".fleetflow-image.json"
-_PACKAGES = "openssh-server,python3"
+_PACKAGES = "openssh-server,python3,sudo,cron,logrotate,procps"
 # A host has no init system: refuse service starts from package installs instead of failing.
 _POLICY_RC_D = (
     "#!/bin/sh\n# Lab hosts have no init system; packages must not start services.\nexit 101\n"
