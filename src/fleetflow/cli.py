@@ -132,6 +132,8 @@ def _history(args: argparse.Namespace) -> int:
 
     from fleetflow.history import read_history
 
+    if args.host_name:
+        return _host_history(args)
     with get_client(sync_client=True) as client:
         records = read_history(client, limit=args.limit, deployment=args.deployment, host=args.host)
     if args.json:
@@ -142,6 +144,43 @@ def _history(args: argparse.Namespace) -> int:
         print(f"{r.created}  {where:<28} {r.state:<10} by {r.trigger:<24} {r.name}")
         print(f"    parameters: {json.dumps(r.parameters, sort_keys=True)}")
         print("    hosts: " + (", ".join(f"{h}={s}" for h, s in r.hosts.items()) or "(none)"))
+    return 0
+
+
+def _host_history(args: argparse.Namespace) -> int:
+    from prefect.client.orchestration import get_client
+
+    from fleetflow.history import read_host_history
+
+    with get_client(sync_client=True) as client:
+        records = read_host_history(client, args.host_name, limit=args.limit)
+    if args.json:
+        print(json.dumps([r.to_json() for r in records], indent=1))
+        return 0
+    rows = [("time", "playbook", "inventory", "outcome", "changed", "flow run")] + [
+        (r.time, r.playbook, r.inventory, r.outcome, str(r.changed),
+         r.flow_run + (f" ({r.attempts} attempts)" if r.attempts > 1 else ""))
+        for r in records
+    ]  # fmt: skip
+    widths = [max(len(row[i]) for row in rows) for i in range(5)]
+    for row in rows if records else []:
+        print(
+            "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False)) + "  " + row[5]
+        )
+    if not records:
+        print(f"no playbook run on {args.host_name} is on record")
+    return 0
+
+
+def _exporter(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime, timedelta
+
+    from fleetflow.metrics import serve
+
+    since = datetime.now(UTC) - timedelta(minutes=args.backfill)
+    print(f"serving http://{args.address}:{args.port}/metrics (Prefect API read every "
+          f"{args.interval:g} s)", flush=True)  # fmt: skip
+    serve(args.address, args.port, args.interval, since=since)
     return 0
 
 
@@ -185,6 +224,32 @@ def _print_hosts(lab: object) -> None:
     states = lab.status()
     for host in lab.hosts():
         print(f"  {host.name:<14} {host.address:<15} {host.group:<6} {states[host.name].value}")
+
+
+def _add_observability(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """`history` and `exporter`: what ran where, and metrics about it."""
+    history = commands.add_parser(
+        "history", help="runs: trigger, parameters, per-host outcome; or one host's runs"
+    )
+    history.add_argument(
+        "host_name", nargs="?", metavar="HOST",
+        help="a host's last runs: playbook, outcome, changed count, time",
+    )  # fmt: skip
+    history.add_argument("--limit", type=int, default=20)
+    history.add_argument("--deployment", help="flow/deployment, e.g. site/lab")
+    history.add_argument("--host", help="only runs that targeted this host")
+    history.add_argument("--json", action="store_true")
+    history.set_defaults(handler=_history)
+
+    exporter = commands.add_parser("exporter", help="Prometheus metrics from the Prefect API")
+    exporter.add_argument("--address", default="127.0.0.1", help="default: 127.0.0.1")
+    exporter.add_argument("--port", type=int, default=9184, help="default: 9184")
+    exporter.add_argument("--interval", type=float, default=15, help="API poll, s (default 15)")
+    exporter.add_argument(
+        "--backfill", type=float, default=0, metavar="MINUTES",
+        help="also count what finished in the last MINUTES (default 0: from now on)",
+    )  # fmt: skip
+    exporter.set_defaults(handler=_exporter)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -242,12 +307,7 @@ def _parser() -> argparse.ArgumentParser:
     apply.add_argument("--dir", type=Path, help="default: deployments/automations")
     automations.set_defaults(handler=_automations)
 
-    history = commands.add_parser("history", help="runs: trigger, parameters, per-host outcome")
-    history.add_argument("--limit", type=int, default=20)
-    history.add_argument("--deployment", help="flow/deployment, e.g. site/lab")
-    history.add_argument("--host", help="only runs that targeted this host")
-    history.add_argument("--json", action="store_true")
-    history.set_defaults(handler=_history)
+    _add_observability(commands)
 
     check = commands.add_parser("check", help="validate the repository without touching hosts")
     check.add_argument("--no-lint", action="store_true", help="skip yamllint and ansible-lint")

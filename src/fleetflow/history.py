@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from prefect.client.orchestration import SyncPrefectClient
@@ -18,10 +19,25 @@ from prefect.client.schemas.filters import (
 )
 from prefect.client.schemas.objects import FlowRun
 from prefect.client.schemas.sorting import FlowRunSort
+from prefect.events.filters import (
+    EventFilter,
+    EventNameFilter,
+    EventOccurredFilter,
+    EventOrder,
+    EventRelatedFilter,
+)
 
+from fleetflow._report import HOST_RESOURCE, PLAYBOOK_EVENT
 from fleetflow.secrets import MASK
 
-__all__ = ["RunRecord", "mask_parameters", "read_history", "trigger_of"]
+__all__ = [
+    "HostRunRecord",
+    "RunRecord",
+    "mask_parameters",
+    "read_history",
+    "read_host_history",
+    "trigger_of",
+]
 
 # Parameter names that hold secrets; `*_secret` parameters hold block *names* and stay.
 _SECRET_NAME = re.compile(r"pass(word)?|secret|token|credential|private|api_?key", re.I)
@@ -128,4 +144,55 @@ def read_history(
         )  # fmt: skip
         if len(records) >= limit:
             break
+    return records
+
+
+@dataclass
+class HostRunRecord:
+    """One playbook run as one host saw it."""
+
+    time: str
+    playbook: str
+    inventory: str
+    outcome: str
+    changed: int
+    attempts: int
+    flow_run: str
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def read_host_history(
+    client: SyncPrefectClient, host: str, *, limit: int = 20, days: int = 365
+) -> list[HostRunRecord]:
+    """The host's last `limit` playbook runs, newest first (as far as the server keeps
+    events: PREFECT_SERVER_EVENTS_RETENTION_PERIOD)."""
+    wanted = max(limit, 1)
+    page = client.read_events(
+        EventFilter(
+            occurred=EventOccurredFilter(since=datetime.now(UTC) - timedelta(days=days)),
+            event=EventNameFilter(name=[PLAYBOOK_EVENT]),
+            related=EventRelatedFilter(id=[f"{HOST_RESOURCE}{host}"]),
+            order=EventOrder.DESC,
+        ),
+        limit=min(wanted, 50),  # the server's page maximum
+    )
+    events = list(page.events)
+    while len(events) < wanted and page.next_page:
+        page = client.read_events_page(str(page.next_page))
+        events += page.events
+    records = []
+    for event in events[:wanted]:
+        outcome = (event.payload.get("hosts") or {}).get(host, {})
+        flow_run = next((r.name or r.id for r in event.related if r.role == "flow-run"), "")
+        records.append(
+            HostRunRecord(
+                time=event.occurred.isoformat(timespec="seconds"),
+                playbook=str(event.payload.get("playbook", "?")),
+                inventory=str(event.payload.get("inventory", "?")),
+                outcome=str(outcome.get("status", "?")), changed=int(outcome.get("changed", 0)),
+                attempts=int(outcome.get("attempts", 1)), flow_run=flow_run,
+            )
+        )  # fmt: skip
     return records

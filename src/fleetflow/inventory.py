@@ -33,6 +33,7 @@ __all__ = [
     "Preflight",
     "ansible_environment",
     "ansible_tool",
+    "host_groups",
     "natural_key",
     "preflight",
     "resolve_inventory",
@@ -252,3 +253,36 @@ def _parse_listing(stdout: str) -> tuple[list[str], int]:
         elif section == "tasks" and line.startswith("      ") and stripped:
             tasks += 1
     return hosts, tasks
+
+
+def host_groups(inventory: Path, project_dir: Path, timeout: float = 60) -> dict[str, list[str]]:
+    """Each host's groups (ancestors included; not all/ungrouped), from `ansible-inventory
+    --graph`, which reads no variables (so needs no vault password). Empty on failure:
+    callers use the groups as metric labels, never for deciding what to run.
+    """
+    try:
+        proc = subprocess.run(
+            [ansible_tool("ansible-inventory"), "-i", str(inventory), "--graph"],
+            stdin=subprocess.DEVNULL, capture_output=True, text=True, cwd=project_dir,
+            env=ansible_environment(project_dir), check=False, timeout=timeout,
+        )  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired):
+        return {}
+    return parse_graph(proc.stdout) if proc.returncode == 0 else {}
+
+
+def parse_graph(text: str) -> dict[str, list[str]]:
+    """Parse `ansible-inventory --graph` ("@all:", "  |--@web:", "  |  |--web-01")."""
+    groups: dict[str, set[str]] = {}
+    path: list[str] = []
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        depth = line.find("--") // 3 + 1 if "--" in line else 0
+        name = line.split("--", 1)[-1].strip()
+        del path[depth:]
+        if name.startswith("@") and name.endswith(":"):
+            path.append(name[1:-1])
+        else:
+            groups.setdefault(name, set()).update(g for g in path if g not in ("all", "ungrouped"))
+    return {host: sorted(names) for host, names in groups.items()}

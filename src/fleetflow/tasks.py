@@ -7,6 +7,7 @@ import logging
 import re
 import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, cast
@@ -19,11 +20,11 @@ from prefect.artifacts import (
     update_progress_artifact,
 )
 from prefect.cache_policies import NO_CACHE
-from prefect.events import emit_event
 
 from fleetflow._engine import PlaybookRequest, check_request, execute
 from fleetflow._events import EventCollector
 from fleetflow._locks import host_locks
+from fleetflow._report import emit_run_events
 from fleetflow._runner import run_ansible
 from fleetflow.exceptions import (
     PlaybookCanceled,
@@ -31,8 +32,9 @@ from fleetflow.exceptions import (
     PlaybookRunError,
     PlaybookTimedOut,
 )
+from fleetflow.inventory import host_groups
 from fleetflow.policy import RetryPolicy
-from fleetflow.results import HostStatus, PlaybookResult, RunStatus
+from fleetflow.results import PlaybookResult, RunStatus
 from fleetflow.secrets import RunSecrets, mask
 from fleetflow.settings import get_settings
 
@@ -73,21 +75,20 @@ def _progress_artifact(description: str, interval: float = 1.0) -> Iterator[list
         update_progress_artifact(artifact_id=artifact_id, progress=100.0)
 
 
-class _MaskingLogger(logging.LoggerAdapter[Any]):
-    """Masks secret values in every line before Prefect ships it to the API."""
+class _RunLogger(logging.LoggerAdapter[Any]):
+    """Masks secret values in every line before Prefect ships it to the API, and counts
+    the lines (log volume is a metric)."""
 
     def __init__(self, logger: Any, values: list[str]) -> None:
         super().__init__(logger, {})
         self.values = values
+        self.lines = 0
 
     def log(self, level: int, msg: object, *args: object, **kwargs: Any) -> None:
         if self.isEnabledFor(level):
+            self.lines += 1
             text = str(msg) % args if args else str(msg)
-            self.logger.log(level, "%s", mask(text, self.values), **kwargs)
-
-
-def _masking(logger: Any, values: list[str]) -> Any:
-    return _MaskingLogger(logger, values) if values else logger
+            self.logger.log(level, "%s", mask(text, self.values) if self.values else text, **kwargs)
 
 
 def _mask_result(result: PlaybookResult, values: list[str]) -> PlaybookResult:
@@ -96,29 +97,6 @@ def _mask_result(result: PlaybookResult, values: list[str]) -> PlaybookResult:
         return result
     forms = sorted({*values, *(json.dumps(v)[1:-1] for v in values)}, key=len, reverse=True)
     return PlaybookResult.model_validate_json(mask(result.model_dump_json(), forms))
-
-
-def _emit_host_events(result: PlaybookResult) -> None:
-    """A Prefect event per failed or unreachable host, for automations to react to.
-
-    Inside a run, Prefect relates each event to the flow run, task run and deployment.
-    """
-    for host, outcome in sorted(result.hosts.items()):
-        if outcome.status not in (HostStatus.FAILED, HostStatus.UNREACHABLE):
-            continue
-        emit_event(
-            event=f"fleetflow.host.{outcome.status.value}",
-            resource={
-                "prefect.resource.id": f"fleetflow.host.{host}",
-                "prefect.resource.name": host,
-            },
-            payload={
-                "playbook": result.playbook,
-                "inventory": result.inventory,
-                "task": outcome.failure.task if outcome.failure else "",
-                "message": outcome.failure.message if outcome.failure else outcome.status.value,
-            },
-        )
 
 
 @task(name="run_playbook", task_run_name="ansible: {playbook}", cache_policy=NO_CACHE)
@@ -194,7 +172,7 @@ def run_playbook(
         run_dir=settings.run_dir,
         secrets=secrets,
     )
-    logger = _masking(get_run_logger(), masked)
+    logger = _RunLogger(get_run_logger(), masked)
     plan = check_request(request)
     logger.info(
         "%s on %s: %d hosts, %d tasks%s",
@@ -202,9 +180,12 @@ def run_playbook(
         " (check mode)" if check else "",
     )  # fmt: skip
     with (
+        ThreadPoolExecutor(1, thread_name_prefix="fleetflow-groups") as background,
         host_locks(plan.hosts, lock_timeout, logger) if host_lock else nullcontext(),
         _progress_artifact(f"{plan.playbook.name} on {inventory}") as collectors,
     ):
+        # Metric labels only; read while Ansible runs so it adds no wall time.
+        groups = background.submit(host_groups, plan.inventory, request.project_dir)
         result = execute(request, plan, run_ansible, logger, on_collector=collectors.append)
     result = _mask_result(result, masked)
     create_table_artifact(
@@ -212,7 +193,7 @@ def run_playbook(
         key=_artifact_key("hosts", plan.playbook.stem, Path(inventory).name),
         description=f"**{result.summary()}**\n\n{result.message}",
     )
-    _emit_host_events(result)
+    emit_run_events(result, groups.result(), sum(c.events for c in collectors), logger.lines)
     if raise_on_failure and result.status in _ERRORS:
         raise _ERRORS[result.status](result.message or result.summary(), result)
     return result

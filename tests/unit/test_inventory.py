@@ -11,6 +11,7 @@ from fleetflow.exceptions import ConfigurationError, InventoryError, PlaybookErr
 from fleetflow.inventory import (
     _parse_listing,
     natural_key,
+    parse_graph,
     resolve_inventory,
     resolve_playbook,
     validate_extra_vars,
@@ -65,3 +66,13 @@ def test_environment_without_hosts_file_says_how_to_get_one(tmp_path: Path) -> N
     (tmp_path / "inventory/lab/group_vars").mkdir(parents=True)
     with pytest.raises(InventoryError, match=r"has no hosts file.*fleetflow lab up"):
         resolve_inventory("lab", tmp_path)
+
+
+def test_host_groups_include_ancestors_but_not_all_or_ungrouped() -> None:
+    graph = (
+        "@all:\n  |--@ungrouped:\n  |  |--solo\n  |--@eu:\n  |  |--@web:\n"
+        "  |  |  |--web-01\n  |  |--db-01\n  |--@batch:\n  |  |--web-01\n"
+    )
+    assert parse_graph(graph) == {
+        "solo": [], "web-01": ["batch", "eu", "web"], "db-01": ["eu"],
+    }  # fmt: skip

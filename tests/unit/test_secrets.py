@@ -13,7 +13,7 @@ from pydantic import SecretStr
 from fleetflow._runner import RunnerRequest, _cmdline, _passwords, _secret_envvars
 from fleetflow.results import HostFailure, HostResult, HostStatus, PlaybookResult, RunStatus
 from fleetflow.secrets import MASK, RunSecrets, secret_variable
-from fleetflow.tasks import _mask_result, _MaskingLogger
+from fleetflow.tasks import _mask_result, _RunLogger
 
 KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAA\nAAAA\n-----END OPENSSH PRIVATE KEY-----\n"  # noqa: E501
 SECRETS = RunSecrets(SecretStr(KEY), SecretStr('pa"ss\\word'), SecretStr("vault-pass-123456"))
@@ -43,7 +43,7 @@ def test_result_is_masked_everywhere_even_json_escaped() -> None:
 
 
 def test_log_lines_are_masked(caplog: pytest.LogCaptureFixture) -> None:
-    logger = _MaskingLogger(logging.getLogger("ff-test"), SECRETS.values())
+    logger = _RunLogger(logging.getLogger("ff-test"), SECRETS.values())
     with caplog.at_level(logging.INFO, "ff-test"):
         logger.info("%s | failed | %s", "h1", "vault-pass-123456 refused")
     assert caplog.messages == [f"h1 | failed | {MASK} refused"]

@@ -48,8 +48,29 @@ class WorkerSpec(_Strict):
     queues: tuple[str, ...] = Field(min_length=1)
 
 
+class RetentionSpec(_Strict):
+    """What the server's database keeps: Prefect's db vacuum deletes finished flow runs
+    (with their task runs, logs and artifacts) and events older than these."""
+
+    # Prefect refuses less than an hour; a month of runs is what audits usually look at.
+    flow_run_days: float = Field(default=30, ge=1 / 24)
+    event_days: float = Field(default=7, gt=0)
+    vacuum_every_seconds: float = Field(default=3600, gt=0)
+
+    def server_env(self) -> dict[str, str]:
+        day = 86400
+        return {
+            "PREFECT_SERVER_SERVICES_DB_VACUUM_ENABLED": "events,flow_runs",
+            "PREFECT_SERVER_SERVICES_DB_VACUUM_RETENTION_PERIOD": f"{self.flow_run_days * day:.0f}",
+            "PREFECT_SERVER_SERVICES_DB_VACUUM_LOOP_SECONDS": f"{self.vacuum_every_seconds:g}",
+            # A plain timedelta setting: from the environment only ISO 8601 parses.
+            "PREFECT_SERVER_EVENTS_RETENTION_PERIOD": f"PT{self.event_days * day:.0f}S",
+        }
+
+
 class StackConfig(_Strict):
     work_pool: WorkPoolSpec = WorkPoolSpec()
+    retention: RetentionSpec = RetentionSpec()
     workers: tuple[WorkerSpec, ...] = (WorkerSpec(name="worker-1", queues=("lab",)),)
     # Stock workers poll every 10 s; a one-second poll is what makes triggers feel immediate.
     worker_poll_seconds: float = Field(default=1.0, gt=0, le=60)

@@ -134,8 +134,9 @@ class Stack:
         env.update(extra)
         return env
 
-    def _server_env(self) -> dict[str, str]:
+    def _server_env(self, config: StackConfig) -> dict[str, str]:
         extra = {
+            **config.retention.server_env(),
             "PREFECT_API_DATABASE_MIGRATE_ON_START": "false",
             "PREFECT_SERVER_API_AUTH_STRING": self.auth(),
             "PREFECT_API_AUTH_STRING": self.auth(),
@@ -158,7 +159,7 @@ class Stack:
             if self.server_url and not self.healthy():
                 raise StackError(f"no Prefect server answers at {self.api_url}")
             if not self.server_url and not any(p.role == "server" for p in running):
-                started.append(self._start_server())
+                started.append(self._start_server(config))
             self._save(running + started)
             if not self.server_url:  # the server's own stack owns the pool's settings
                 apply_work_pool(self.api_url, self.auth(), config.work_pool, config.warm_launcher)
@@ -177,10 +178,10 @@ class Stack:
     def _prefect(self, *args: str) -> list[str]:
         return [str(Path(sys.executable).parent / "prefect"), *args]
 
-    def _start_server(self) -> ServiceProcess:
+    def _start_server(self, config: StackConfig) -> ServiceProcess:
         if _port_open(self.host, self.port):
             raise StackError(f"{self.host}:{self.port} is already in use; choose --port")
-        env = self._server_env()
+        env = self._server_env(config)
         if self.database is not None and ensure_database(self.database):
             log.info("created database %s", self.database.database)
         started = time.monotonic()

@@ -1,0 +1,164 @@
+"""Reads the Prefect API and keeps the metric families up to date.
+
+Counters count what finishes while the exporter runs (or since `since`): finished flow
+runs, and `fleetflow.playbook.finished` / automation-action events. Each poll re-reads an
+overlap window and skips what it already counted, because the server stores events and
+end times a little after they happen. Gauges are read fresh each poll.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from prefect.client.orchestration import SyncPrefectClient
+from prefect.client.schemas.filters import (
+    FlowRunFilter,
+    FlowRunFilterEndTime,
+    FlowRunFilterState,
+    FlowRunFilterStateName,
+    FlowRunFilterStateType,
+)
+from prefect.client.schemas.objects import FlowRun, StateType
+from prefect.client.schemas.sorting import FlowRunSort
+from prefect.events.filters import EventFilter, EventNameFilter, EventOccurredFilter, EventOrder
+from prefect.events.schemas.events import ReceivedEvent
+
+from fleetflow._report import PLAYBOOK_EVENT
+from fleetflow.metrics._families import ACTIVE_STATES, Families
+
+logger = logging.getLogger(__name__)
+
+_ALERT_EVENTS = ("prefect.automation.action.executed", "prefect.automation.action.failed")
+_FINAL = [StateType.COMPLETED, StateType.FAILED, StateType.CRASHED, StateType.CANCELLED]
+_PAGE = 200
+_EVENT_PAGE = 50  # the server's maximum for /events/filter
+
+
+class Exporter:
+    """Call `poll()` on a schedule; the families' registry is what to serve."""
+
+    def __init__(
+        self,
+        families: Families,
+        since: datetime | None = None,
+        overlap: timedelta = timedelta(minutes=2),
+        worker_window: timedelta = timedelta(hours=1),
+    ) -> None:
+        self.families = families
+        self.overlap = overlap
+        self.worker_window = worker_window
+        self._cursor = since or datetime.now(UTC)
+        self._seen: dict[str, datetime] = {}  # counted event ids / flow-run ends, by time
+        self._names: dict[Any, str] = {}
+
+    def poll(self, client: SyncPrefectClient) -> None:
+        now = datetime.now(UTC)
+        since = self._cursor - self.overlap
+        self._count_events(client, since)
+        self._count_flow_runs(client, since)
+        self._read_active(client)
+        self._read_workers(client, now)
+        self._cursor = now
+        self._seen = {k: t for k, t in self._seen.items() if t >= now - 2 * self.overlap}
+        self.families.last_poll.set(now.timestamp())
+
+    def _first_time(self, key: str, when: datetime) -> bool:
+        if key in self._seen:
+            return False
+        self._seen[key] = when
+        return True
+
+    def _count_events(self, client: SyncPrefectClient, since: datetime) -> None:
+        page = client.read_events(
+            EventFilter(
+                occurred=EventOccurredFilter(since=since, until=datetime.now(UTC) + self.overlap),
+                event=EventNameFilter(name=[PLAYBOOK_EVENT, *_ALERT_EVENTS]),
+                order=EventOrder.ASC,
+            ),
+            limit=_EVENT_PAGE,
+        )
+        while True:
+            for event in page.events:
+                if self._first_time(f"event:{event.id}", event.occurred):
+                    self._count_event(event)
+            if not page.next_page:
+                break
+            page = client.read_events_page(str(page.next_page))
+
+    def _count_event(self, event: ReceivedEvent) -> None:
+        f = self.families
+        if event.event != PLAYBOOK_EVENT:
+            automation = event.resource.name or event.resource.id
+            f.alerts.labels(automation, event.event.rsplit(".", 1)[-1]).inc()
+            return
+        p = event.payload
+        playbook, inventory = str(p.get("playbook", "?")), str(p.get("inventory", "?"))
+        f.playbook_runs.labels(playbook, inventory, str(p.get("status", "?"))).inc()
+        f.playbook_duration.labels(playbook, inventory).observe(float(p.get("duration_seconds", 0)))
+        f.playbook_retries.labels(playbook).inc(max(int(p.get("attempts", 1)) - 1, 0))
+        f.ansible_events.labels(playbook).inc(int(p.get("ansible_events", 0)))
+        f.log_lines.labels(playbook).inc(int(p.get("log_lines", 0)))
+        for outcome in (p.get("hosts") or {}).values():
+            f.host_retries.labels(playbook).inc(max(int(outcome.get("attempts", 1)) - 1, 0))
+            for group in outcome.get("groups") or ["ungrouped"]:
+                f.host_outcomes.labels(playbook, group, str(outcome.get("status", "?"))).inc()
+
+    def _count_flow_runs(self, client: SyncPrefectClient, since: datetime) -> None:
+        run_filter = FlowRunFilter(
+            end_time=FlowRunFilterEndTime(after_=since),
+            state=FlowRunFilterState(type=FlowRunFilterStateType(any_=_FINAL)),
+        )
+        offset = 0
+        while True:
+            runs = client.read_flow_runs(
+                flow_run_filter=run_filter, sort=FlowRunSort.END_TIME_DESC,
+                limit=_PAGE, offset=offset,
+            )  # fmt: skip
+            for run in runs:
+                if run.end_time and self._first_time(f"run:{run.id}:{run.end_time}", run.end_time):
+                    self._count_flow_run(client, run)
+            if len(runs) < _PAGE:
+                break
+            offset += _PAGE
+
+    def _count_flow_run(self, client: SyncPrefectClient, run: FlowRun) -> None:
+        flow = self._name(run.flow_id, lambda: client.read_flow(run.flow_id).name)
+        deployment = ""
+        if run.deployment_id is not None:
+            deployment_id = run.deployment_id
+            deployment = self._name(
+                deployment_id, lambda: client.read_deployment(deployment_id).name
+            )
+        state = (run.state.name if run.state else None) or "Unknown"
+        f = self.families
+        f.flow_runs.labels(flow, deployment, state).inc()
+        f.flow_run_duration.labels(flow, deployment).observe(run.total_run_time.total_seconds())
+        f.flow_run_retries.labels(flow, deployment).inc(max(run.run_count - 1, 0))
+
+    def _name(self, key: Any, read: Any) -> str:
+        if key not in self._names:
+            self._names[key] = str(read())
+        return self._names[key]
+
+    def _read_active(self, client: SyncPrefectClient) -> None:
+        for state in ACTIVE_STATES:
+            count = client.count_flow_runs(
+                flow_run_filter=FlowRunFilter(
+                    state=FlowRunFilterState(name=FlowRunFilterStateName(any_=[state]))
+                )
+            )
+            self.families.flow_runs_active.labels(state).set(count)
+
+    def _read_workers(self, client: SyncPrefectClient, now: datetime) -> None:
+        heartbeat, online = self.families.worker_heartbeat, self.families.worker_online
+        heartbeat.clear()
+        online.clear()
+        for pool in client.read_work_pools():
+            for worker in client.read_workers_for_work_pool(pool.name):
+                beat = worker.last_heartbeat_time
+                if beat is None or beat < now - self.worker_window:
+                    continue
+                heartbeat.labels(pool.name, worker.name).set(beat.timestamp())
+                online.labels(pool.name, worker.name).set(1 if worker.status == "ONLINE" else 0)
