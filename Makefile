@@ -9,7 +9,7 @@ export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 120
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 DEMO_HOSTS ?= 5
 
-.PHONY: system-deps venv demo test lint unit integration molecule clean
+.PHONY: system-deps venv demo test lint unit integration molecule bench clean
 system-deps:
 	tools/install-system-deps.sh
 
@@ -49,6 +49,11 @@ integration: venv
 molecule: venv
 	set -e; for scenario in roles/*/molecule/default; do \
 		(cd $$scenario/../.. && PATH=$(CURDIR)/$(BIN):$$PATH molecule test); done
+
+# The performance benchmarks (issue #9; about 40 minutes on 2 cores). Each starts its own
+# lab and Prefect server and writes its section of bench/RESULTS.md.
+bench: venv
+	set -e; for b in overhead speed events scale; do $(BIN)/fleetflow bench $$b; done
 
 test: lint
 	$(BIN)/pytest --durations=15 tests

@@ -15,7 +15,6 @@ import json
 import os
 import re
 import secrets
-import socket
 import statistics
 import subprocess
 import sys
@@ -25,10 +24,9 @@ from datetime import datetime
 from pathlib import Path
 from uuid import UUID
 
-import psycopg2
+from _common import drop_database, free_port
 from prefect.client.orchestration import SyncPrefectClient
 from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
-from sqlalchemy.engine import make_url
 
 from fleetflow.lab import Lab
 
@@ -43,12 +41,6 @@ MODES: dict[str, dict[str, str]] = {
 }
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _config(mode: dict[str, str]) -> str:
     return (
         "work_pool: {name: fleetflow, queues: [{name: lab}]}\n"
@@ -56,16 +48,6 @@ def _config(mode: dict[str, str]) -> str:
         f"worker_poll_seconds: {mode['poll']}\n"
         f"warm_launcher: {mode['warm']}\n"
     )
-
-
-def _drop_database(url: str) -> None:
-    parsed = make_url(url)
-    conn = psycopg2.connect(host=parsed.host, port=parsed.port, user=parsed.username,
-                            password=parsed.password, dbname="postgres")  # fmt: skip
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute(f'DROP DATABASE IF EXISTS "{parsed.database}" WITH (FORCE)')
-    conn.close()
 
 
 def _run(env: dict[str, str], *argv: str) -> str:
@@ -80,7 +62,7 @@ def _first_event(client: SyncPrefectClient, run_id: UUID, timeout: float = 120) 
     while time.monotonic() < deadline:
         logs = client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])))
         for entry in logs:
-            if entry.message.startswith(FIRST_EVENT):
+            if FIRST_EVENT in entry.message.splitlines():
                 return entry.timestamp
         time.sleep(0.2)
     raise SystemExit(f"run {run_id}: no '{FIRST_EVENT}' in {timeout} s")
@@ -142,7 +124,7 @@ def main() -> None:
     try:
         for mode in args.modes.split(","):
             with tempfile.TemporaryDirectory(prefix="ff-bench-stack-") as directory:
-                port = _free_port()
+                port = free_port()
                 env = {**os.environ, "FLEETFLOW_STACK_DIR": directory,
                        "FLEETFLOW_API_PORT": str(port),
                        "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
@@ -160,7 +142,7 @@ def main() -> None:
                 finally:
                     _run(env, str(BIN / "fleetflow"), "stack", "down")
                     if "FLEETFLOW_DATABASE_URL" in env:
-                        _drop_database(env["FLEETFLOW_DATABASE_URL"])
+                        drop_database(env["FLEETFLOW_DATABASE_URL"])
     finally:
         lab.down()
 

@@ -9,13 +9,14 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from fleetflow._events import EventCollector
 from fleetflow._runner import RunnerFn, RunnerOutcome, RunnerRequest
+from fleetflow._tuning import Tuning
 from fleetflow.exceptions import ConfigurationError
 from fleetflow.inventory import Preflight, preflight
 from fleetflow.policy import RetryPolicy
@@ -47,6 +48,7 @@ class PlaybookRequest:
     max_fail_percentage: float = 0.0
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     run_dir: Path | None = None
+    tuning: Tuning = field(default_factory=Tuning)
     secrets: RunSecrets = field(default_factory=RunSecrets, repr=False)
 
     def __post_init__(self) -> None:
@@ -91,11 +93,10 @@ def execute(
     attempt = 0
     while True:
         attempt += 1
-        collector = EventCollector(targets, plan.task_count, logger)
-        if on_collector:
-            on_collector(collector)
-        remaining = deadline - time.monotonic() if deadline else None
-        outcome = runner(_runner_request(request, plan, limit, remaining), collector, cancel)
+        outcome, collector, request = _attempt(
+            request, plan, targets=(targets, limit), deadline=deadline, runner=runner,
+            logger=logger, cancel=cancel, on_collector=on_collector,
+        )  # fmt: skip
         for host, host_result in collector.host_results().items():
             previous = merged.get(host)
             host_result.attempts = previous.attempts + 1 if previous else 1
@@ -118,6 +119,37 @@ def execute(
     return result
 
 
+def _attempt(
+    request: PlaybookRequest,
+    plan: Preflight,
+    *,
+    targets: tuple[tuple[str, ...], str | None],
+    deadline: float | None,
+    runner: RunnerFn,
+    logger: Logger,
+    cancel: threading.Event,
+    on_collector: Callable[[EventCollector], None] | None,
+) -> tuple[RunnerOutcome, EventCollector, PlaybookRequest]:
+    """One ansible-playbook run. If Mitogen's strategy breaks before any host is touched
+    (a Mitogen/ansible-core mismatch shows only at run time), run again with linear and
+    keep linear for later attempts."""
+    hosts, limit = targets
+    while True:
+        collector = EventCollector(hosts, plan.task_count, logger)
+        if on_collector:
+            on_collector(collector)
+        remaining = deadline - time.monotonic() if deadline else None
+        outcome = runner(_runner_request(request, plan, limit, remaining), collector, cancel)
+        broke = outcome.rc not in _HOST_FAILURE_RCS and outcome.status == "failed"
+        if not (request.tuning.mitogen and broke and not collector.touched_hosts):
+            return outcome, collector, request
+        logger.warning(
+            "the Mitogen strategy failed before touching a host (exit %d); running again "
+            "with linear:\n%s", outcome.rc, outcome.output_tail,
+        )  # fmt: skip
+        request = replace(request, tuning=request.tuning.without_mitogen())
+
+
 def _runner_request(
     request: PlaybookRequest, plan: Preflight, limit: str | None, remaining: float | None
 ) -> RunnerRequest:
@@ -136,6 +168,7 @@ def _runner_request(
         forks=request.forks or min(len(plan.hosts), MAX_DEFAULT_FORKS),
         timeout=max(remaining, 1.0) if remaining is not None else None,
         run_dir=request.run_dir,
+        tuning=request.tuning,
         secrets=request.secrets,
     )
 

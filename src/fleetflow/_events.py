@@ -46,6 +46,8 @@ class _HostTrack:
 
 _HOST_KEY_CHANGED = "REMOTE HOST IDENTIFICATION HAS CHANGED"
 _HOST_KEY_UNVERIFIED = "Host key verification failed"
+# Mitogen's words for either case.
+_HOST_KEY_MITOGEN = "SSH reported an unrecognized or mismatching host key"
 
 
 def _host_key_reason(text: str) -> str | None:
@@ -57,6 +59,11 @@ def _host_key_reason(text: str) -> str | None:
         )
     if _HOST_KEY_UNVERIFIED in text:
         return "host key unknown: the host is not in known_hosts; add its verified key"
+    if _HOST_KEY_MITOGEN in text:
+        return (
+            "host key changed or unknown: the host's SSH key is not the one in known_hosts; "
+            "verify it, then update known_hosts"
+        )
     return None
 
 
@@ -157,6 +164,11 @@ class EventCollector:
             self.logger.debug("%s | skipped | %s", host, task)
         else:
             self.logger.info("%s | %s | %s", host, outcome, task)
+
+    @property
+    def touched_hosts(self) -> bool:
+        """Whether any task started on any host."""
+        return bool(self._tracks)
 
     def progress(self) -> float:
         """Share of (host x task) results seen; a host that failed counts as finished."""

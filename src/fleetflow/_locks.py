@@ -1,10 +1,12 @@
 """Host mutual exclusion: one playbook at a time per host, across every flow run.
 
 Each host has a Prefect global concurrency limit of 1 named ``fleetflow-host:<name>``.
-A run takes the slots of all its hosts in one request; the server grants all of them
-or none in one transaction, so two runs never hold half each (no deadlock), and the
-names are sorted so the request is the same whatever order the hosts came in. Slots are
-leased: a run killed without releasing them frees its hosts when the lease expires.
+A run takes the slots of its hosts in requests of up to 90 names, in sorted name order;
+the server grants each request whole or not at all. Prefect relates every
+acquisition's event to all the limits in it and refuses events with over 100 related
+resources, hence the chunks; taking them in one global order means a run only ever waits
+for names after those it holds, so two runs never deadlock. Slots are leased: a run
+killed without releasing them frees its hosts when the lease expires.
 """
 
 from __future__ import annotations
@@ -21,12 +23,16 @@ from prefect.exceptions import ObjectAlreadyExists
 from fleetflow._engine import Logger
 from fleetflow.exceptions import HostLockTimeout
 
-__all__ = ["LOCK_PREFIX", "host_locks", "lock_names"]
+__all__ = ["CHUNK", "LOCK_PREFIX", "chunks", "host_locks", "lock_names"]
 
 LOCK_PREFIX = "fleetflow-host:"
-# The server's minimum; renewed in the background while the run lives.
-_LEASE_SECONDS = 60.0
+# Renewed in the background while the run lives. 60 s (the server's minimum) let leases
+# lapse under load (20 concurrent runs on 2 cores: the server answered too late, Prefect
+# then stops the run); a killed run's hosts stay locked this long at most.
+_LEASE_SECONDS = 120.0
 _PAGE = 200
+# Prefect's events allow 100 related resources; an acquisition's relates to each limit.
+CHUNK = 90
 
 
 def lock_names(hosts: Iterable[str]) -> list[str]:
@@ -62,22 +68,28 @@ def host_locks(
     names = lock_names(hosts)
     _ensure_limits(names)
     started = time.monotonic()
-    held = ExitStack()
-    try:
-        held.enter_context(
-            concurrency(
-                names,
-                occupy=1,
-                timeout_seconds=timeout,
-                lease_duration=_LEASE_SECONDS,
-                strict=True,
-            )
-        )
-    except TimeoutError as exc:
-        raise HostLockTimeout(
-            f"hosts still locked by other runs after {timeout} s; nothing was run"
-        ) from exc
-    if (waited := time.monotonic() - started) >= 1:
-        logger.info("waited %.1f s for %d host locks held by other runs", waited, len(names))
-    with held:
+    with ExitStack() as held:
+        for chunk in chunks(names):
+            remaining = None if timeout is None else max(timeout - time.monotonic() + started, 0)
+            try:
+                held.enter_context(
+                    concurrency(
+                        chunk,
+                        occupy=1,
+                        timeout_seconds=remaining,
+                        lease_duration=_LEASE_SECONDS,
+                        strict=True,
+                    )
+                )
+            except TimeoutError as exc:
+                raise HostLockTimeout(
+                    f"hosts still locked by other runs after {timeout} s; nothing was run"
+                ) from exc
+        if (waited := time.monotonic() - started) >= 1:
+            logger.info("waited %.1f s for %d host locks held by other runs", waited, len(names))
         yield
+
+
+def chunks(names: list[str]) -> list[list[str]]:
+    """Sorted names in acquisition requests of at most CHUNK."""
+    return [names[i : i + CHUNK] for i in range(0, len(names), CHUNK)]

@@ -4,7 +4,10 @@
   alert on them (deployments/automations/).
 - `fleetflow.playbook.finished`, one per run, with every host as a related resource and
   its outcome, changed count, attempts and inventory groups in the payload: the
-  Prometheus exporter counts from it and `fleetflow history HOST` reads it back.
+  Prometheus exporter counts from it and `fleetflow history HOST` reads it back. Prefect
+  refuses events with over 100 related resources, so a run over more than HOST_CHUNK
+  hosts sends one event per chunk of hosts (payload `part` 1..`parts`); the run's own
+  numbers count from part 1 only.
 
 Inside a run, Prefect relates each event to the flow run, task run and deployment.
 """
@@ -21,6 +24,8 @@ from fleetflow.results import HostStatus, PlaybookResult
 
 PLAYBOOK_EVENT = "fleetflow.playbook.finished"
 HOST_RESOURCE = "fleetflow.host."
+# Room for Prefect's own related resources (flow run, task run, deployment, tags...).
+HOST_CHUNK = 80
 
 
 def emit_run_events(
@@ -28,22 +33,31 @@ def emit_run_events(
 ) -> None:
     _emit_host_events(result)
     name = Path(result.playbook).stem
-    emit_event(
-        event=PLAYBOOK_EVENT,
-        resource={
-            "prefect.resource.id": f"fleetflow.playbook.{name}",
-            "prefect.resource.name": name,
-        },
-        related=[
-            {
-                "prefect.resource.id": f"{HOST_RESOURCE}{host}",
-                "prefect.resource.role": "host",
-                "prefect.resource.name": host,
-            }
-            for host in sorted(result.hosts)
-        ],
-        payload=playbook_payload(result, groups, ansible_events, log_lines),
-    )
+    payload = playbook_payload(result, groups, ansible_events, log_lines)
+    hosts = sorted(result.hosts)
+    parts = [hosts[i : i + HOST_CHUNK] for i in range(0, len(hosts), HOST_CHUNK)] or [[]]
+    for number, part in enumerate(parts, start=1):
+        emit_event(
+            event=PLAYBOOK_EVENT,
+            resource={
+                "prefect.resource.id": f"fleetflow.playbook.{name}",
+                "prefect.resource.name": name,
+            },
+            related=[
+                {
+                    "prefect.resource.id": f"{HOST_RESOURCE}{host}",
+                    "prefect.resource.role": "host",
+                    "prefect.resource.name": host,
+                }
+                for host in part
+            ],
+            payload={
+                **payload,
+                "hosts": {host: payload["hosts"][host] for host in part},
+                "part": number,
+                "parts": len(parts),
+            },
+        )
 
 
 def playbook_payload(

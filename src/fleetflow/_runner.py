@@ -10,7 +10,9 @@ Traps of ansible-runner 2.4 handled here:
 - it kills only ansible-playbook's process group: SSH ControlPersist masters daemonize into
   sessions of their own, so every process naming the private dir is killed afterwards;
 - if our process dies (worker SIGKILL), ansible-playbook must not go on changing hosts
-  unseen: it is started under `setpriv --pdeathsig KILL`.
+  unseen: it is started under `setpriv --pdeathsig KILL`;
+- it points ANSIBLE_CACHE_PLUGIN_CONNECTION at a fact cache inside the private dir,
+  overriding envvars: the shared fact cache is passed as its `fact_cache` instead.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from typing import Any
 import ansible_runner
 from pydantic import SecretStr
 
+from fleetflow._tuning import Tuning
 from fleetflow.inventory import ansible_environment, ansible_tool
 from fleetflow.secrets import RunSecrets, write_private
 
@@ -57,6 +60,7 @@ class RunnerRequest:
     forks: int = 5
     timeout: float | None = None
     run_dir: Path | None = None
+    tuning: Tuning = field(default_factory=Tuning)
     secrets: RunSecrets = field(default_factory=RunSecrets, repr=False)
 
 
@@ -98,6 +102,7 @@ def _envvars(
         "ANSIBLE_NOCOLOR": "True",
         "ANSIBLE_SSH_CONTROL_PATH_DIR": str(control_dir),
         "ANSIBLE_LOCAL_TEMP": str(private / "tmp"),
+        **request.tuning.envvars(),
     }
 
 
@@ -206,6 +211,8 @@ def _invoke(
         envvars=_envvars(request, private, control_dir, bin_dir)
         | _secret_envvars(request, private),
         passwords=_passwords(request),
+        # An absolute path survives runner's join with its artifacts dir.
+        fact_cache=str(request.tuning.fact_cache_dir) if request.tuning.fact_cache_dir else None,
         # Check the cancel flag every 0.25 s instead of runner's default 5 s.
         settings={"pexpect_timeout": 0.25, "suppress_ansible_output": True},
         timeout=max(1, round(request.timeout)) if request.timeout else None,

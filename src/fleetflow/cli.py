@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import os
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -252,6 +253,24 @@ def _add_observability(commands: argparse._SubParsersAction[argparse.ArgumentPar
     exporter.set_defaults(handler=_exporter)
 
 
+_BENCHMARKS = {
+    "overhead": "fleetflow's run_playbook in a flow vs plain ansible-playbook, same settings",
+    "speed": "fleetflow's defaults vs stock ansible-playbook, each default on its own",
+    "events": "events/s from the runner to Prefect logs; ansible's pace with and without",
+    "scale": "one run over 200 hosts (time, peak RSS, lost events); 20 concurrent runs",
+    "trigger": "prefect deployment run -> first playbook event (p50, p90)",
+    "lab": "lab up/down times and what 50 hosts cost",
+}
+
+
+def _bench(args: argparse.Namespace) -> int:
+    script = get_settings().project_dir / "bench" / f"{args.benchmark}.py"
+    if not script.is_file():
+        raise FleetflowError(f"{script} not found: run from a fleetflow checkout")
+    extra = [a for a in args.options if a != "--"]
+    return subprocess.run([sys.executable, str(script), *extra], check=False).returncode
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fleetflow", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress")
@@ -308,6 +327,15 @@ def _parser() -> argparse.ArgumentParser:
     automations.set_defaults(handler=_automations)
 
     _add_observability(commands)
+
+    bench = commands.add_parser(
+        "bench", help="run a benchmark on a lab of its own; writes bench/RESULTS.md",
+        description="\n".join(f"{k:<9} {v}" for k, v in _BENCHMARKS.items()),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
+    bench.add_argument("benchmark", choices=list(_BENCHMARKS))
+    bench.add_argument("options", nargs=argparse.REMAINDER, help="the benchmark's options")
+    bench.set_defaults(handler=_bench)
 
     check = commands.add_parser("check", help="validate the repository without touching hosts")
     check.add_argument("--no-lint", action="store_true", help="skip yamllint and ansible-lint")

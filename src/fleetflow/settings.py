@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["FleetflowSettings", "find_project_dir", "get_settings"]
@@ -48,6 +49,23 @@ class FleetflowSettings(BaseSettings):
         default=None,
         description="Parent of per-run private data dirs (default: the system temp dir).",
     )
+    fact_cache_dir: Path | None = Field(
+        default=Path("/var/cache/fleetflow/facts"),
+        description=(
+            "Ansible facts cached per host between runs (jsonfile, mode 0700): a playbook that "
+            "gathers facts skips gathering while the cache is fresh. Empty: gather every run."
+        ),
+    )
+    fact_cache_seconds: int = Field(
+        default=7200, ge=1, description="How long cached facts stay fresh, in seconds."
+    )
+    strategy: Literal["linear", "mitogen"] = Field(
+        default="linear",
+        description=(
+            "Ansible strategy: linear, or mitogen (Mitogen's mitogen_linear: fewer round trips "
+            "per task; falls back to linear, with a warning, when Mitogen cannot load)."
+        ),
+    )
     lab_ssh_port: int = Field(default=22, description="Port each lab host's sshd listens on.")
     lab_debian_suite: str = Field(default="bookworm", description="Debian suite of lab hosts.")
     database_url: SecretStr | None = Field(
@@ -74,6 +92,11 @@ class FleetflowSettings(BaseSettings):
     )
     api_host: str = Field(default="127.0.0.1", description="Address the Prefect server binds.")
     api_port: int = Field(default=4200, ge=1, le=65535, description="Port of the Prefect server.")
+
+    @field_validator("fact_cache_dir", mode="before")
+    @classmethod
+    def _empty_means_off(cls, value: object) -> object:
+        return None if value == "" else value
 
 
 def get_settings() -> FleetflowSettings:

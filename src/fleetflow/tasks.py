@@ -9,6 +9,7 @@ import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, cast
 from uuid import UUID
@@ -25,20 +26,25 @@ from fleetflow._engine import PlaybookRequest, check_request, execute
 from fleetflow._events import EventCollector
 from fleetflow._locks import host_locks
 from fleetflow._report import emit_run_events
+from fleetflow._runlog import RunLog
 from fleetflow._runner import run_ansible
+from fleetflow._tuning import tuning
 from fleetflow.exceptions import (
+    ConfigurationError,
     PlaybookCanceled,
     PlaybookFailed,
     PlaybookRunError,
     PlaybookTimedOut,
 )
-from fleetflow.inventory import host_groups
+from fleetflow.inventory import host_groups, resolve_inventory
 from fleetflow.policy import RetryPolicy
 from fleetflow.results import PlaybookResult, RunStatus
 from fleetflow.secrets import RunSecrets, mask
-from fleetflow.settings import get_settings
+from fleetflow.settings import FleetflowSettings, get_settings
 
 __all__ = ["resolve_hosts", "run_playbook"]
+
+logger = logging.getLogger(__name__)
 
 _ERRORS: dict[RunStatus, type[PlaybookRunError]] = {
     RunStatus.FAILED: PlaybookFailed,
@@ -62,7 +68,11 @@ def _progress_artifact(description: str, interval: float = 1.0) -> Iterator[list
         last = -1.0
         while not stop.wait(interval):
             if collectors and (now := round(collectors[-1].progress() * 100, 1)) != last:
-                update_progress_artifact(artifact_id=artifact_id, progress=now)
+                try:
+                    update_progress_artifact(artifact_id=artifact_id, progress=now)
+                except Exception as exc:  # progress is best effort: a busy server may 500
+                    logger.debug("progress update failed: %s", exc)
+                    continue
                 last = now
 
     thread = threading.Thread(target=publish, name="fleetflow-progress", daemon=True)
@@ -73,22 +83,6 @@ def _progress_artifact(description: str, interval: float = 1.0) -> Iterator[list
         stop.set()
         thread.join(5)
         update_progress_artifact(artifact_id=artifact_id, progress=100.0)
-
-
-class _RunLogger(logging.LoggerAdapter[Any]):
-    """Masks secret values in every line before Prefect ships it to the API, and counts
-    the lines (log volume is a metric)."""
-
-    def __init__(self, logger: Any, values: list[str]) -> None:
-        super().__init__(logger, {})
-        self.values = values
-        self.lines = 0
-
-    def log(self, level: int, msg: object, *args: object, **kwargs: Any) -> None:
-        if self.isEnabledFor(level):
-            self.lines += 1
-            text = str(msg) % args if args else str(msg)
-            self.logger.log(level, "%s", mask(text, self.values) if self.values else text, **kwargs)
 
 
 def _mask_result(result: PlaybookResult, values: list[str]) -> PlaybookResult:
@@ -172,25 +166,52 @@ def run_playbook(
         run_dir=settings.run_dir,
         secrets=secrets,
     )
-    logger = _RunLogger(get_run_logger(), masked)
-    plan = check_request(request)
+    with RunLog(get_run_logger(), masked) as logger:
+        return _run(
+            request, settings, logger,
+            host_lock=host_lock, lock_timeout=lock_timeout, raise_on_failure=raise_on_failure,
+        )  # fmt: skip
+
+
+def _groups(inventory: str, project_dir: Path) -> dict[str, list[str]]:
+    try:
+        return host_groups(resolve_inventory(inventory, project_dir), project_dir)
+    except ConfigurationError:
+        return {}  # the preflight says what is wrong with it
+
+
+def _run(
+    request: PlaybookRequest,
+    settings: FleetflowSettings,
+    logger: RunLog,
+    *,
+    host_lock: bool,
+    lock_timeout: float | None,
+    raise_on_failure: bool,
+) -> PlaybookResult:
+    request = replace(request, tuning=tuning(settings, logger))
+    background = ThreadPoolExecutor(1, thread_name_prefix="fleetflow-groups")
+    # Metric labels only: read beside the preflight, on the other core, not while Ansible
+    # runs (where it took CPU from ansible-playbook).
+    groups = background.submit(_groups, request.inventory, request.project_dir)
+    try:
+        plan = check_request(request)
+    finally:
+        background.shutdown(wait=False)
     logger.info(
         "%s on %s: %d hosts, %d tasks%s",
-        plan.playbook.name, inventory, len(plan.hosts), plan.task_count,
-        " (check mode)" if check else "",
+        plan.playbook.name, request.inventory, len(plan.hosts), plan.task_count,
+        " (check mode)" if request.check else "",
     )  # fmt: skip
     with (
-        ThreadPoolExecutor(1, thread_name_prefix="fleetflow-groups") as background,
         host_locks(plan.hosts, lock_timeout, logger) if host_lock else nullcontext(),
-        _progress_artifact(f"{plan.playbook.name} on {inventory}") as collectors,
+        _progress_artifact(f"{plan.playbook.name} on {request.inventory}") as collectors,
     ):
-        # Metric labels only; read while Ansible runs so it adds no wall time.
-        groups = background.submit(host_groups, plan.inventory, request.project_dir)
         result = execute(request, plan, run_ansible, logger, on_collector=collectors.append)
-    result = _mask_result(result, masked)
+    result = _mask_result(result, logger.secrets)
     create_table_artifact(
         table=result.table(),
-        key=_artifact_key("hosts", plan.playbook.stem, Path(inventory).name),
+        key=_artifact_key("hosts", plan.playbook.stem, Path(request.inventory).name),
         description=f"**{result.summary()}**\n\n{result.message}",
     )
     emit_run_events(result, groups.result(), sum(c.events for c in collectors), logger.lines)

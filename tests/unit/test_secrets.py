@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
+from fleetflow._runlog import RunLog
 from fleetflow._runner import RunnerRequest, _cmdline, _passwords, _secret_envvars
 from fleetflow.results import HostFailure, HostResult, HostStatus, PlaybookResult, RunStatus
 from fleetflow.secrets import MASK, RunSecrets, secret_variable
-from fleetflow.tasks import _mask_result, _RunLogger
+from fleetflow.tasks import _mask_result
 
 KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAA\nAAAA\n-----END OPENSSH PRIVATE KEY-----\n"  # noqa: E501
 SECRETS = RunSecrets(SecretStr(KEY), SecretStr('pa"ss\\word'), SecretStr("vault-pass-123456"))
@@ -43,8 +44,10 @@ def test_result_is_masked_everywhere_even_json_escaped() -> None:
 
 
 def test_log_lines_are_masked(caplog: pytest.LogCaptureFixture) -> None:
-    logger = _RunLogger(logging.getLogger("ff-test"), SECRETS.values())
-    with caplog.at_level(logging.INFO, "ff-test"):
+    with (
+        caplog.at_level(logging.INFO, "ff-test"),
+        RunLog(logging.getLogger("ff-test"), SECRETS.values()) as logger,
+    ):
         logger.info("%s | failed | %s", "h1", "vault-pass-123456 refused")
     assert caplog.messages == [f"h1 | failed | {MASK} refused"]
 

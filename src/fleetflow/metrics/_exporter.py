@@ -95,11 +95,13 @@ class Exporter:
             return
         p = event.payload
         playbook, inventory = str(p.get("playbook", "?")), str(p.get("inventory", "?"))
-        f.playbook_runs.labels(playbook, inventory, str(p.get("status", "?"))).inc()
-        f.playbook_duration.labels(playbook, inventory).observe(float(p.get("duration_seconds", 0)))
-        f.playbook_retries.labels(playbook).inc(max(int(p.get("attempts", 1)) - 1, 0))
-        f.ansible_events.labels(playbook).inc(int(p.get("ansible_events", 0)))
-        f.log_lines.labels(playbook).inc(int(p.get("log_lines", 0)))
+        if int(p.get("part", 1)) == 1:  # a big run's later parts carry only more hosts
+            f.playbook_runs.labels(playbook, inventory, str(p.get("status", "?"))).inc()
+            duration = float(p.get("duration_seconds", 0))
+            f.playbook_duration.labels(playbook, inventory).observe(duration)
+            f.playbook_retries.labels(playbook).inc(max(int(p.get("attempts", 1)) - 1, 0))
+            f.ansible_events.labels(playbook).inc(int(p.get("ansible_events", 0)))
+            f.log_lines.labels(playbook).inc(int(p.get("log_lines", 0)))
         for outcome in (p.get("hosts") or {}).values():
             f.host_retries.labels(playbook).inc(max(int(outcome.get("attempts", 1)) - 1, 0))
             for group in outcome.get("groups") or ["ungrouped"]:

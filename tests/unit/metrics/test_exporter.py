@@ -178,3 +178,17 @@ def test_the_dashboard_queries_only_served_metrics_and_shows_every_family() -> N
     shown = {next((n[: -len(x)] for x in suffixes if n.endswith(x)), n) for n in used}
     families = {f.name for f in new_families().registry.collect()}
     assert families <= shown, f"no panel shows {sorted(families - shown)}"
+
+
+def test_a_big_runs_parts_count_the_run_once_and_every_host() -> None:
+    first = _payload("successful", {f"h{i}": ("ok", 1, ["web"]) for i in range(2)})
+    second = _payload("successful", {f"h{i}": ("ok", 1, ["web"]) for i in range(2, 5)})
+    client = FakeClient(events=[_event({**first, "part": 1, "parts": 2}),
+                                _event({**second, "part": 2, "parts": 2})])  # fmt: skip
+    exporter = Exporter(new_families(), since=_ago(60))
+    exporter.poll(client)  # type: ignore[arg-type]
+    s = _scrape(exporter)
+    assert _value(s, "fleetflow_playbook_runs_total", playbook="site", inventory="prod",
+                  status="successful") == 1  # fmt: skip
+    assert _value(s, "fleetflow_host_outcomes_total", playbook="site", group="web",
+                  outcome="ok") == 5  # fmt: skip

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from fleetflow._locks import lock_names
+from fleetflow._locks import chunks, lock_names
 from fleetflow.exceptions import StackError
 from fleetflow.stack import StackConfig, parse_worker_option
 from fleetflow.stack._database import database_url, masked
@@ -97,3 +97,10 @@ def test_stop_all_kills_the_service_and_its_marked_descendants(tmp_path: Path) -
     assert len(processes_marked(mark)) == 3
     assert stop_all([service], mark, grace=2) == []
     assert not service.alive() and processes_marked(mark) == []
+
+
+def test_lock_requests_stay_under_prefects_related_resource_limit() -> None:
+    names = lock_names(f"host-{i:03d}" for i in range(200))
+    parts = chunks(names)
+    assert [len(p) for p in parts] == [90, 90, 20]
+    assert [n for p in parts for n in p] == names  # one global order: no deadlock
