@@ -257,7 +257,7 @@ _BENCHMARKS = {
     "overhead": "fleetflow's run_playbook in a flow vs plain ansible-playbook, same settings",
     "speed": "fleetflow's defaults vs stock ansible-playbook, each default on its own",
     "events": "events/s from the runner to Prefect logs; ansible's pace with and without",
-    "scale": "one run over 200 hosts (time, peak RSS, lost events); 20 concurrent runs",
+    "scale": "one run over 200 hosts (time, peak memory, lost events); 20 concurrent runs",
     "trigger": "prefect deployment run -> first playbook event (p50, p90)",
     "lab": "lab up/down times and what 50 hosts cost",
 }
