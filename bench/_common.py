@@ -80,8 +80,7 @@ def environment(**values: str) -> Iterator[None]:
 def ansible_env(extra: dict[str, str] | None = None, config: Path | None = None) -> dict[str, str]:
     """The environment fleetflow gives ansible-playbook: the repository's ansible.cfg (or
     `config`), strict inventory parsing, host key checking; plus `extra`."""
-    env = {**os.environ, **ansible_environment(REPO)}
-    env.update({"ANSIBLE_HOST_KEY_CHECKING": "True", "ANSIBLE_NOCOLOR": "True"})
+    env = ansible_environment(REPO)  # already the process's environment, keys checked
     if config is not None:
         env["ANSIBLE_CONFIG"] = str(config)
     env.update(extra or {})

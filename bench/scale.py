@@ -47,7 +47,7 @@ def _host_line(line: str) -> bool:
 
 
 def one_big_run(fleet: Lab) -> dict[str, Any]:
-    with PeakMemory() as rss:
+    with PeakMemory() as memory:
         started = time.monotonic()
         state = through_fleetflow(str(PLAYBOOK), str(fleet.inventory_dir), return_state=True)
         wall = time.monotonic() - started
@@ -55,7 +55,7 @@ def one_big_run(fleet: Lab) -> dict[str, Any]:
     hosts = [h.name for h in fleet.hosts()]
     short = [h for h in hosts if result.hosts[h].ok != TASKS]
     host_lines = count_logs(state.state_details.flow_run_id, _host_line)
-    return {"wall": wall, "rss": rss.peak, "hosts": len(hosts), "short": short,
+    return {"wall": wall, "memory": memory.peak, "hosts": len(hosts), "short": short,
             "lines": host_lines, "expected": len(hosts) * TASKS}  # fmt: skip
 
 
@@ -92,7 +92,7 @@ def report(big: dict[str, Any], many: dict[str, Any], runs: int) -> str:
         f"| one run over {big['hosts']} hosts: wall | {big['wall']:.1f} s "
         f"({big['hosts'] * TASKS / big['wall']:.1f} host-tasks/s) | reported |",
         f"| controller peak memory, PSS (flow run + ansible-playbook + its forks + ssh) "
-        f"| **{big['rss'] / 2**20:.0f} MiB** | <= 1 GiB |",
+        f"| **{big['memory'] / 2**20:.0f} MiB** | <= 1 GiB |",
         f"| lost events: host x task lines stored by the server | {big['lines']} of "
         f"{big['expected']}; hosts whose recap lacks a task: {len(big['short'])} | none lost |",
         f"| {runs} concurrent flow runs, {many['size']} hosts each (disjoint) "

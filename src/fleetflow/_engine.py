@@ -94,7 +94,7 @@ def execute(
     while True:
         attempt += 1
         outcome, collector, request = _attempt(
-            request, plan, targets=(targets, limit), deadline=deadline, runner=runner,
+            request, plan, hosts=targets, limit=limit, deadline=deadline, runner=runner,
             logger=logger, cancel=cancel, on_collector=on_collector,
         )  # fmt: skip
         for host, host_result in collector.host_results().items():
@@ -123,7 +123,8 @@ def _attempt(
     request: PlaybookRequest,
     plan: Preflight,
     *,
-    targets: tuple[tuple[str, ...], str | None],
+    hosts: tuple[str, ...],
+    limit: str | None,
     deadline: float | None,
     runner: RunnerFn,
     logger: Logger,
@@ -133,7 +134,6 @@ def _attempt(
     """One ansible-playbook run. If Mitogen's strategy breaks before any host is touched
     (a Mitogen/ansible-core mismatch shows only at run time), run again with linear and
     keep linear for later attempts."""
-    hosts, limit = targets
     while True:
         collector = EventCollector(hosts, plan.task_count, logger)
         if on_collector:

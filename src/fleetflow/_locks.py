@@ -11,6 +11,7 @@ killed without releasing them frees its hosts when the lease expires.
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -92,4 +93,4 @@ def host_locks(
 
 def chunks(names: list[str]) -> list[list[str]]:
     """Sorted names in acquisition requests of at most CHUNK."""
-    return [names[i : i + CHUNK] for i in range(0, len(names), CHUNK)]
+    return [list(chunk) for chunk in itertools.batched(names, CHUNK)]

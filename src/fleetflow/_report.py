@@ -14,6 +14,7 @@ Inside a run, Prefect relates each event to the flow run, task run and deploymen
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,7 @@ def emit_run_events(
     name = Path(result.playbook).stem
     payload = playbook_payload(result, groups, ansible_events, log_lines)
     hosts = sorted(result.hosts)
-    parts = [hosts[i : i + HOST_CHUNK] for i in range(0, len(hosts), HOST_CHUNK)] or [[]]
+    parts = list(itertools.batched(hosts, HOST_CHUNK)) or [()]
     for number, part in enumerate(parts, start=1):
         emit_event(
             event=PLAYBOOK_EVENT,

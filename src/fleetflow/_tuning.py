@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,7 @@ class Tuning:
         return self.strategy_plugins is not None
 
     def without_mitogen(self) -> Tuning:
-        return Tuning(self.fact_cache_dir, self.fact_cache_seconds, None)
+        return replace(self, strategy_plugins=None)
 
     def envvars(self) -> dict[str, str]:
         env: dict[str, str] = {}

@@ -51,6 +51,6 @@ def test_a_section_is_replaced_in_place_and_a_new_one_appended(
 
 def test_peak_memory_includes_a_child_started_while_sampling() -> None:
     hog = "b = bytearray(300 * 2**20); import time; time.sleep(0.6)"
-    with _common.PeakMemory(interval=0.05) as rss:
+    with _common.PeakMemory(interval=0.05) as memory:
         subprocess.run([sys.executable, "-c", hog], check=True)
-    assert rss.peak > 300 * 2**20
+    assert memory.peak > 300 * 2**20
