@@ -55,8 +55,10 @@ molecule: venv
 bench: venv
 	set -e; for b in overhead speed events scale; do $(BIN)/fleetflow bench $$b; done
 
+# Two processes, one test module each at a time; then, alone, the tests marked exclusive.
 test: lint
-	$(BIN)/pytest --durations=15 tests
+	$(BIN)/pytest -n 2 --dist loadfile -m "not exclusive" --durations=20 tests
+	$(BIN)/pytest -m exclusive --durations=5 tests
 
 clean:
 	-$(BIN)/fleetflow lab down

@@ -8,7 +8,7 @@ from prefect import flow
 from pydantic import Field
 
 from fleetflow import PlaybookResult, RetryPolicy, run_playbook
-from fleetflow.params import HostPattern, Inventory, Percentage, Retries
+from fleetflow.params import HostPattern, Inventory, Percentage, Retries, RetryDelay
 from fleetflow.report import print_result
 
 
@@ -24,6 +24,7 @@ def playbook(
     forks: Annotated[int, Field(ge=1, le=500)] | None = None,
     max_fail_percentage: Percentage = 0.0,
     retries: Retries = 0,
+    retry_delay: RetryDelay = 5,
     ssh_key_secret: str | None = None,
     become_password_secret: str | None = None,
     vault_password_secret: str | None = None,
@@ -43,7 +44,7 @@ def playbook(
         diff=diff,
         forks=forks,
         max_fail_percentage=max_fail_percentage,
-        retry=RetryPolicy(attempts=retries + 1, delay_seconds=5),
+        retry=RetryPolicy(attempts=retries + 1, delay_seconds=retry_delay),
         ssh_key_secret=ssh_key_secret,
         become_password_secret=become_password_secret,
         vault_password_secret=vault_password_secret,

@@ -43,7 +43,8 @@ def rolling_update(
     report: dict[str, Any] = {"version": version, "batches": [], "stopped": False}
     plan = batches(targets, batch_size)
     for number, batch in enumerate(plan, start=1):
-        row = {"batch": number, "hosts": batch, "deploy": "not run", "health": "not run"}
+        row = {"batch": number, "hosts": batch, "deploy": "not run", "health": "not run",
+               "changed": ""}  # fmt: skip
         report["batches"].append(row)
         if report["stopped"]:
             continue
@@ -59,6 +60,7 @@ def rolling_update(
         )
         row["deploy"] = deploy.type.value.lower()
         if deploy.is_completed():
+            row["changed"] = ", ".join(deploy.result().changed_hosts) or "none"
             health = run_playbook(
                 "health_check",
                 inventory=inventory,
@@ -82,8 +84,8 @@ def _publish(report: dict[str, Any], before: PlaybookResult) -> None:
     lines = [
         f"# Rolling update to {report['version']}",
         "",
-        "| batch | hosts | deploy | health | version before |",
-        "|---|---|---|---|---|",
+        "| batch | hosts | deploy | health | changed | version before |",
+        "|---|---|---|---|---|---|",
     ]
     for row in report["batches"]:
         versions = ", ".join(
@@ -92,10 +94,15 @@ def _publish(report: dict[str, Any], before: PlaybookResult) -> None:
         )
         lines.append(
             f"| {row['batch']} | {', '.join(row['hosts'])} | {row['deploy']} | "
-            f"{row['health']} | {versions} |"
+            f"{row['health']} | {row['changed']} | {versions} |"
         )
     lines.append("")
-    lines.append("**Stopped**: later batches were not touched." if report["stopped"] else "Done.")
+    if report["stopped"]:
+        lines.append("**Stopped**: later batches were not touched.")
+    elif all(row["changed"] == "none" for row in report["batches"]):
+        lines.append(f"Done: every host already ran {report['version']}; nothing changed.")
+    else:
+        lines.append("Done.")
     create_markdown_artifact("\n".join(lines), key="rolling-update-report")
 
 

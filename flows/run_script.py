@@ -9,7 +9,7 @@ from prefect.artifacts import create_table_artifact
 from pydantic import Field
 
 from fleetflow import ConfigurationError, PlaybookFailed, RetryPolicy, run_playbook
-from fleetflow.params import BatchSize, HostPattern, Inventory, Percentage, Retries
+from fleetflow.params import BatchSize, HostPattern, Inventory, Percentage, Retries, RetryDelay
 from fleetflow.report import print_result
 from fleetflow.settings import get_settings
 
@@ -28,6 +28,7 @@ def run_script(
     batch_size: BatchSize | None = None,
     max_fail_percentage: Percentage = 0.0,
     retries: Retries = 0,
+    retry_delay: RetryDelay = 5,
 ) -> dict[str, dict[str, str]]:
     """Run scripts/<script> with `args` on the hosts matching `hosts`, `batch_size` at a time.
 
@@ -50,7 +51,7 @@ def run_script(
             "script_batch_size": batch_size or "100%",
         },
         max_fail_percentage=max_fail_percentage,
-        retry=RetryPolicy(attempts=retries + 1, delay_seconds=5),
+        retry=RetryPolicy(attempts=retries + 1, delay_seconds=retry_delay),
         raise_on_failure=False,
     )
     outputs = {

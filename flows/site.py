@@ -5,7 +5,7 @@ from __future__ import annotations
 from prefect import flow
 
 from fleetflow import PlaybookResult, RetryPolicy, run_playbook
-from fleetflow.params import HostPattern, Inventory, Retries
+from fleetflow.params import HostPattern, Inventory, Retries, RetryDelay
 from fleetflow.report import print_result
 
 
@@ -17,6 +17,7 @@ def site(
     diff: bool = False,
     tags: list[str] | None = None,
     retries: Retries = 1,
+    retry_delay: RetryDelay = 5,
 ) -> PlaybookResult:
     """Converge every host (or `limit`) to the roles in playbooks/site.yml.
 
@@ -30,7 +31,7 @@ def site(
         check=check,
         diff=diff,
         tags=tags,
-        retry=RetryPolicy(attempts=retries + 1, delay_seconds=5),
+        retry=RetryPolicy(attempts=retries + 1, delay_seconds=retry_delay),
     )
     print_result(result)
     return result

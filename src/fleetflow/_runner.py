@@ -9,8 +9,8 @@ Traps of ansible-runner 2.4 handled here:
   runs on a helper thread here, with a cancel callback;
 - it kills only ansible-playbook's process group: SSH ControlPersist masters daemonize into
   sessions of their own, so every process naming the private dir is killed afterwards;
-- if our process dies (worker SIGKILL), ansible-playbook must not go on changing hosts
-  unseen: it is started under `setpriv --pdeathsig KILL`;
+- if our process dies (worker SIGKILL), ansible-playbook and its forked workers must not
+  go on changing hosts unseen: it is started under _reaper, which kills its whole tree;
 - it points ANSIBLE_CACHE_PLUGIN_CONNECTION at a fact cache inside the private dir,
   overriding envvars: the shared fact cache is passed as its `fact_cache` instead.
 """
@@ -22,6 +22,7 @@ import logging
 import os
 import shutil
 import signal
+import sys
 import tempfile
 import threading
 import time
@@ -41,6 +42,7 @@ logger = logging.getLogger(__name__)
 
 EventCallback = Callable[[dict[str, Any]], None]
 _OUTPUT_TAIL_LINES = 20
+_REAPER = Path(__file__).with_name("_reaper.py")
 
 
 @dataclass(frozen=True)
@@ -77,12 +79,14 @@ RunnerFn = Callable[[RunnerRequest, EventCallback, threading.Event], RunnerOutco
 
 
 def _wrapper(private: Path) -> Path:
-    """A bin dir whose ansible-playbook dies with the process that started it."""
+    """A bin dir whose ansible-playbook, and all it starts, die with the process that
+    started it (see _reaper)."""
     bin_dir = private / "bin"
     bin_dir.mkdir()
     wrapper = bin_dir / "ansible-playbook"
+    reaper = f"{sys.executable} -I -S {_REAPER}"
     wrapper.write_text(
-        f'#!/bin/sh\nexec setpriv --pdeathsig KILL -- {ansible_tool("ansible-playbook")} "$@"\n'
+        f'#!/bin/sh\nexec {reaper} "$PPID" {ansible_tool("ansible-playbook")} "$@"\n'
     )
     wrapper.chmod(0o700)
     return bin_dir

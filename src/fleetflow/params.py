@@ -7,11 +7,20 @@ shows the limits; the same constraints are checked again when the flow starts.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["BatchSize", "HostPattern", "Inventory", "Percentage", "Retries", "Version"]
+__all__ = [
+    "BatchSize",
+    "HostPattern",
+    "Inventory",
+    "Percentage",
+    "Retries",
+    "RetryDelay",
+    "Step",
+    "Version",
+]
 
 Inventory = Annotated[
     str,
@@ -33,6 +42,14 @@ HostPattern = Annotated[
 Retries = Annotated[
     int, Field(ge=0, le=5, description="Extra attempts for failed/unreachable hosts only.")
 ]
+RetryDelay = Annotated[
+    float,
+    Field(
+        ge=0,
+        le=3600,
+        description="Seconds before the first retry of failed hosts; doubled for each next one.",
+    ),
+]
 BatchSize = Annotated[int, Field(ge=1, le=1000, description="Hosts changed at once.")]
 Percentage = Annotated[
     float, Field(ge=0, le=100, description="Share of hosts allowed to fail (0-100).")
@@ -46,3 +63,18 @@ Version = Annotated[
         description="Version to deploy (letters, digits, . _ + -).",
     ),
 ]
+
+
+class Step(BaseModel):
+    """One step of a runbook: a playbook with its own host pattern and variables."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    playbook: Annotated[str, Field(min_length=1, description="Name under playbooks/ or a path.")]
+    name: Annotated[str, Field(max_length=100, description="What the step does.")] = ""
+    limit: HostPattern | None = None
+    extra_vars: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def title(self) -> str:
+        return self.name or self.playbook

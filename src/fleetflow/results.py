@@ -133,4 +133,8 @@ class PlaybookResult(BaseModel):
         for r in self.hosts.values():
             counts[r.status.value] = counts.get(r.status.value, 0) + 1
         parts = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
-        return f"{self.playbook} on {self.inventory}: {self.status.value} ({parts or 'no hosts'})"
+        text = f"{self.playbook} on {self.inventory}: {self.status.value} ({parts or 'no hosts'})"
+        if self.status == RunStatus.SUCCESSFUL and self.hosts and not self.changed_hosts:
+            # The idempotency check an operator looks for: a rerun that should be a no-op.
+            text += "; nothing would change" if self.check else "; nothing changed"
+        return text

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import psycopg2
 
 from ..conftest import REPO
@@ -78,6 +79,53 @@ class RunningStack:
         done = self.cli(sys.executable, "-c", script)
         assert done.returncode == 0, done.stdout + done.stderr
 
+    def up(self) -> None:
+        """`fleetflow stack up` again: starts what is not running (a killed worker, server)."""
+        up = self.cli(
+            str(BIN / "fleetflow"), "stack", "up", "--config", str(self.directory / "stack.yaml")
+        )
+        assert up.returncode == 0, up.stdout + up.stderr
+
+    def api(self, method: str, path: str, body: Any = None) -> Any:
+        user, password = self.env["FLEETFLOW_API_AUTH"].split(":", 1)
+        response = httpx.request(
+            method, self.env["PREFECT_API_URL"] + path, json=body, auth=(user, password),
+            timeout=30,
+        )  # fmt: skip
+        response.raise_for_status()
+        return response.json() if response.content else None
+
+    def create_run(self, deployment: str, **params: Any) -> str:
+        """A flow run of `deployment` straight through the API (the CLI takes ~1 s each)."""
+        flow_name, name = deployment.split("/")
+        found = self.api("GET", f"/deployments/name/{flow_name}/{name}")
+        run = self.api(
+            "POST", f"/deployments/{found['id']}/create_flow_run", {"parameters": params}
+        )
+        return str(run["id"])
+
+    def logs(self, run_id: str) -> list[str]:
+        """Every log message the server stored for a flow run (its task runs' included)."""
+        rows = self.query(
+            "SELECT message FROM log WHERE flow_run_id::text = %s ORDER BY timestamp", run_id
+        )
+        return [str(row[0]) for row in rows]
+
+    def wait_log(self, run_id: str, needle: str, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while not any(needle in line for line in self.logs(run_id)):
+            assert time.monotonic() < deadline, f"no log line with {needle!r} in {timeout} s"
+            time.sleep(0.5)
+
+    def state(self, run_id: str) -> tuple[str, str, str]:
+        """The flow run's (state type, state name, state message) now."""
+        rows = self.query(
+            "SELECT s.type, s.name, coalesce(s.message, '') FROM flow_run f "
+            "JOIN flow_run_state s ON s.id = f.state_id WHERE f.id::text = %s",
+            run_id,
+        )
+        return (str(rows[0][0]), str(rows[0][1]), str(rows[0][2]))
+
     def query(self, sql: str, *args: object) -> list[tuple[Any, ...]]:
         with psycopg2.connect(f"{PG}/{self.database}") as conn, conn.cursor() as cur:
             cur.execute(sql, args)
@@ -131,10 +179,7 @@ def running_stack(directory: Path, inventory: str, config: str = CONFIG) -> Iter
     }
     running = RunningStack(env, directory, database, inventory)
     try:
-        up = running.cli(
-            str(BIN / "fleetflow"), "stack", "up", "--config", str(directory / "stack.yaml")
-        )
-        assert up.returncode == 0, up.stdout + up.stderr
+        running.up()
         deploy = running.cli(str(BIN / "prefect"), "deploy", "--all")
         assert deploy.returncode == 0, deploy.stdout + deploy.stderr
         yield running

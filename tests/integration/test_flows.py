@@ -5,27 +5,17 @@ from __future__ import annotations
 import pytest
 from flows.rolling_update import rolling_update
 from flows.run_script import run_script
-from flows.site import site
+from flows.runbook import runbook
 
-from fleetflow import ConfigurationError, HostStatus, PlaybookFailed, RunStatus
+from fleetflow import ConfigurationError, HostStatus, PlaybookFailed
 from fleetflow.lab import Lab
+from fleetflow.params import Step
+
+from ..conftest import REPO
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_server")]
 CURRENT = "readlink /opt/payments-api/current"
-
-
-def test_site_converges_then_changes_nothing(lab: Lab) -> None:
-    inventory = str(lab.inventory_dir)
-    first = site(inventory=inventory)
-    assert first.status == RunStatus.SUCCESSFUL
-    for host in lab.hosts():
-        assert lab.ssh(host.name, "readlink /etc/localtime").stdout.strip().endswith("Etc/UTC")
-        assert lab.ssh(host.name, "getent group ops").returncode == 0
-        has_app = lab.ssh(host.name, "test -L /opt/payments-api/current").returncode == 0
-        assert has_app == (host.group in ("web", "batch"))
-    second = site(inventory=inventory)
-    assert [r.changed for r in second.hosts.values()] == [0, 0, 0]
-    assert second.changed_hosts == []
+FIXTURES = REPO / "tests" / "fixtures" / "playbooks"
 
 
 def test_run_script_collects_output_per_host_and_fails_the_broken_one(lab: Lab) -> None:
@@ -101,3 +91,19 @@ def test_rolling_update_changes_nothing_when_preflight_fails(lab: Lab) -> None:
     finally:
         lab.ssh(hosts[2], "rm -f /etc/fleetflow/unhealthy")
     assert [lab.ssh(h, CURRENT).stdout for h in hosts] == before
+
+
+def test_runbook_checks_every_step_before_running_any(lab: Lab) -> None:
+    host = lab.hosts()[0].name
+    lab.ssh(host, "rm -f /var/tmp/ff-runbook-first")
+    steps = [
+        Step(
+            playbook=str(FIXTURES / "write_file.yml"),
+            limit=host,
+            extra_vars={"path": "/var/tmp/ff-runbook-first", "content": "ran"},
+        ),
+        Step(playbook="no_such_playbook", name="Deploy"),
+    ]
+    with pytest.raises(ConfigurationError, match=r"step 2 \(Deploy\): .*no_such_playbook"):
+        runbook(steps, inventory=str(lab.inventory_dir))
+    assert lab.ssh(host, "test -e /var/tmp/ff-runbook-first").returncode == 1

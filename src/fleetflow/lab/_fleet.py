@@ -330,10 +330,12 @@ class Lab:
     def freeze(self, name: str) -> None:
         """SIGSTOP every process of the host: connections hang as on a stuck server."""
         _host.signal_host(self._record(name).process, signal.SIGSTOP)
+        _host.wait_stopped(self._record(name).process, stopped=True)
 
     def thaw(self, name: str) -> None:
         """Undo `freeze`."""
         _host.signal_host(self._record(name).process, signal.SIGCONT)
+        _host.wait_stopped(self._record(name).process, stopped=False)
 
     def kill(self, name: str) -> None:
         """Kill the host like a power cut; `up` starts it again with its disk intact."""

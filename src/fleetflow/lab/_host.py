@@ -231,6 +231,16 @@ def signal_host(proc: HostProcess, sig: signal.Signals) -> None:
             continue
 
 
+def wait_stopped(proc: HostProcess, *, stopped: bool, timeout: float = 5.0) -> None:
+    """Wait until the host's init shows (or no longer shows) as stopped: a signal takes
+    effect when the process is next scheduled, which on a busy machine is not at once."""
+    deadline = time.monotonic() + timeout
+    while (process_state(proc) == "T") != stopped:
+        if time.monotonic() > deadline:
+            raise LabError(f"host process {proc.pid} did not {'stop' if stopped else 'resume'}")
+        time.sleep(0.01)
+
+
 def stop_host(proc: HostProcess, timeout: float = 10.0) -> None:
     """Kill the host; the kernel then kills its namespace and drops its mounts."""
     if not is_alive(proc):

@@ -28,6 +28,7 @@ __all__ = ["Stack", "StackStatus"]
 log = logging.getLogger(__name__)
 _SERVER_START_SECONDS = 180.0
 _WORKER_ONLINE_SECONDS = 90.0
+_LEASE_STORAGE = "prefect.server.concurrency.lease_storage.filesystem"
 
 
 @dataclass(frozen=True)
@@ -138,6 +139,12 @@ class Stack:
         extra = {
             **config.retention.server_env(),
             "PREFECT_API_DATABASE_MIGRATE_ON_START": "false",
+            # Leases of concurrency slots (host locks, deployment limits) on disk, in
+            # PREFECT_HOME: the default keeps them in memory, so a server restart lost them
+            # while their slots stayed taken, and every later run waited forever.
+            "PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE": _LEASE_STORAGE,
+            # A run waiting for host locks asks again after at most this long (default 30 s).
+            "PREFECT_SERVER_CONCURRENCY_MAXIMUM_CONCURRENCY_SLOT_WAIT_SECONDS": "5",
             "PREFECT_SERVER_API_AUTH_STRING": self.auth(),
             "PREFECT_API_AUTH_STRING": self.auth(),
         }

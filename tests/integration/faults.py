@@ -1,0 +1,91 @@
+"""Helpers of the failure-scenario tests (test_faults*.py): their stack, and reading what
+runs left on the server and on the hosts."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from fleetflow.lab import Lab
+
+from .stacks import BIN, FIXTURES, RunningStack, running_stack
+
+log = logging.getLogger(__name__)
+
+CONFIG = """
+work_pool: {name: fleetflow, queues: [{name: lab}]}
+workers: [{name: worker-faults, queues: [lab]}]
+worker_poll_seconds: 1
+"""
+HOLD, TICKS, BEATS = (str(FIXTURES / f"{n}.yml") for n in ("hold", "ticks", "beats"))
+HOLD_LOG, TICKS_LOG = "/var/tmp/ff-hold.log", "/var/tmp/ff-ticks.log"
+CURRENT = "readlink /opt/payments-api/current"
+
+
+def new_tag() -> str:
+    return uuid.uuid4().hex[:8]
+
+
+def host_lines(lab: Lab, host: str, path: str) -> list[str]:
+    return lab.ssh(host, f"cat {path} 2>/dev/null || true").stdout.splitlines()
+
+
+def wait_on_host(lab: Lab, host: str, path: str, needle: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not any(needle in line for line in host_lines(lab, host, path)):
+        assert time.monotonic() < deadline, f"{needle!r} never reached {host}:{path}"
+        time.sleep(0.3)
+
+
+def host_rows(stack: RunningStack, run_id: str) -> dict[str, dict[str, Any]]:
+    """Per-host rows of the run's latest hosts table (the run_playbook artifact)."""
+    rows = stack.query(
+        "SELECT data FROM artifact WHERE flow_run_id::text = %s AND key LIKE 'hosts-%%' "
+        "ORDER BY created DESC LIMIT 1",
+        run_id,
+    )
+    assert rows, "the run published no hosts table"
+    return {row["host"]: row for row in as_json(rows[0][0])}
+
+
+def as_json(data: Any) -> Any:
+    return json.loads(data) if isinstance(data, str) else data
+
+
+def wait_state(stack: RunningStack, run_id: str, expected: str, timeout: float = 240) -> float:
+    """Wait for the run's end; assert its state type; return when it ended (epoch s)."""
+    state, _, end, _ = stack.wait_final(run_id, timeout=timeout)[run_id]
+    assert state == expected, (stack.state(run_id), stack.logs(run_id)[-15:])
+    return float(end.timestamp())
+
+
+def run_name(stack: RunningStack, run_id: str) -> str:
+    return str(stack.query("SELECT name FROM flow_run WHERE id::text = %s", run_id)[0][0])
+
+
+def report(scenario: str, **seconds: float) -> None:
+    log.warning("%s: %s", scenario, ", ".join(f"{k} {v:.1f} s" for k, v in seconds.items()))
+
+
+def all_host_rows(stack: RunningStack, run_id: str) -> list[dict[str, Any]]:
+    """Every host row of every hosts table the flow run published."""
+    rows = stack.query(
+        "SELECT data FROM artifact WHERE flow_run_id::text = %s AND key LIKE 'hosts-%%'", run_id
+    )
+    return [row for (data,) in rows for row in as_json(data)]
+
+
+@contextmanager
+def faults_stack(lab: Lab, directory: Path, alert_env: dict[str, str]) -> Iterator[RunningStack]:
+    """A stack on PostgreSQL with fleetflow's automations applied, alerting to `alert_env`."""
+    with running_stack(directory, str(lab.inventory_dir), CONFIG) as running:
+        running.env.update(alert_env)
+        done = running.cli(str(BIN / "fleetflow"), "automations", "apply")
+        assert done.returncode == 0, done.stdout + done.stderr
+        yield running
