@@ -70,10 +70,11 @@ def runbook(steps: Steps, inventory: Inventory = "lab") -> list[dict[str, object
             failure = cast(BaseException, state.result(raise_on_failure=False))
             break
         result: PlaybookResult = state.result()
-        row["outcome"] = "done earlier" if state.name == "Cached" else "ran"
+        cached = state.name == "Cached"
+        row["outcome"] = "done earlier" if cached else "ran"
         row["changed"] = ", ".join(result.changed_hosts) or "none"
         row["summary"] = result.summary()
-        if state.name == "Cached":
+        if cached:
             logger.info("step %s (%s) succeeded in an earlier attempt: not run again",
                         row["step"], step.title)  # fmt: skip
     _publish(rows)

@@ -12,7 +12,7 @@ import pytest
 
 from fleetflow.lab import Lab
 
-from .receivers import ALL, Inbox, alert_receivers
+from .receivers import ALL, Inbox
 from .stacks import BIN, FIXTURES, RunningStack, running_stack
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -22,12 +22,6 @@ CONFIG = """
 work_pool: {name: fleetflow, queues: [{name: lab}]}
 workers: [{name: worker-alerts, queues: [lab]}]
 """
-
-
-@pytest.fixture(scope="module")
-def inbox() -> Iterator[tuple[Inbox, dict[str, str]]]:
-    with alert_receivers() as received:
-        yield received
 
 
 @pytest.fixture(scope="module")

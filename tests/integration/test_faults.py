@@ -34,16 +34,10 @@ from .faults import (
     wait_on_host,
     wait_state,
 )
-from .receivers import ALL, Inbox, alert_receivers
+from .receivers import ALL, Inbox
 from .stacks import BIN, FIXTURES, RunningStack
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-
-@pytest.fixture(scope="module")
-def inbox() -> Iterator[tuple[Inbox, dict[str, str]]]:
-    with alert_receivers() as received:
-        yield received
 
 
 @pytest.fixture(scope="module")

@@ -24,16 +24,10 @@ from .faults import (
     host_lines,
     report,
 )
-from .receivers import Inbox, alert_receivers
+from .receivers import Inbox
 from .stacks import FIXTURES, RunningStack
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-
-@pytest.fixture(scope="module")
-def inbox() -> Iterator[tuple[Inbox, dict[str, str]]]:
-    with alert_receivers() as received:
-        yield received
 
 
 @pytest.fixture(scope="module")
