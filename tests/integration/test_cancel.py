@@ -34,14 +34,16 @@ def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> float:
     return time.monotonic() - started
 
 
-def ansible_processes() -> list[str]:
+def ansible_processes(lab: Lab) -> list[str]:
+    """This run's ansible processes: on this test's lab (another test process may be
+    running playbooks of its own on another lab at the same time)."""
     found = []
     for entry in Path("/proc").iterdir():
         try:
             cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
         except OSError:
             continue
-        if str(SLEEP) in cmdline or "ff-run-" in cmdline:
+        if str(lab.inventory_dir) in cmdline and (str(SLEEP) in cmdline or "ff-run-" in cmdline):
             found.append(cmdline)
     return found
 
@@ -82,7 +84,7 @@ def test_cancel_kills_the_run_and_leaves_no_process(lab: Lab, tmp_path: Path) ->
         run = run_deployment("sleepy/cancel-test", parameters={"tag": tag}, timeout=0)
         wait_for(lambda: lab.ssh(host, f"test -e /root/ff-sleep-started-{tag}").returncode == 0,
                  90, "the playbook to start on the host")  # fmt: skip
-        assert ansible_processes()
+        assert ansible_processes(lab)
         subprocess.run([str(Path(sys.executable).parent / "prefect"), "flow-run", "cancel",
                         str(run.id)], env=env, check=True, capture_output=True)  # fmt: skip
 
@@ -92,7 +94,7 @@ def test_cancel_kills_the_run_and_leaves_no_process(lab: Lab, tmp_path: Path) ->
             return state is not None and state.type == StateType.CANCELLED
 
         seconds = wait_for(cancelled, 60, "the flow run to be Cancelled")
-        wait_for(lambda: not ansible_processes(), 10, "ansible processes to go")
+        wait_for(lambda: not ansible_processes(lab), 10, "ansible processes to go")
         print(f"cancel -> Cancelled in {seconds:.1f} s")  # noqa: T201
         # The in-flight remote command (no tty under pipelining, so no hangup) runs to its
         # own end; no later task may start. Wait past the sleep's natural end, then check.

@@ -292,6 +292,8 @@ def test_timeout_kills_the_run(lab: Lab) -> None:
     assert elapsed < 20, elapsed
     assert lab.ssh(host, f"test -e /root/ff-sleep-started-{tag}").returncode == 0
     assert lab.ssh(host, f"test -e /root/ff-sleep-ended-{tag}").returncode == 1
-    leftovers = subprocess.run(["pgrep", "-f", str(FIXTURES / "sleep.yml")],
-                               capture_output=True, text=True, check=False)  # fmt: skip
+    # This lab's only: another test process may run sleep.yml on its own lab meanwhile.
+    mine = f"{re.escape(str(lab.inventory_dir))}.*{re.escape(str(FIXTURES / 'sleep.yml'))}"
+    leftovers = subprocess.run(["pgrep", "-f", mine], capture_output=True, text=True,
+                               check=False)  # fmt: skip
     assert leftovers.stdout == ""
