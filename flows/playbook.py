@@ -4,11 +4,20 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from prefect import flow
+from prefect import State, flow
 from pydantic import Field
 
-from fleetflow import PlaybookResult, RetryPolicy, run_playbook
-from fleetflow.params import HostPattern, Inventory, Percentage, Retries, RetryDelay
+from fleetflow import ConfigurationError, PlaybookResult, RetryPolicy, run_playbook
+from fleetflow.change import plan_and_apply
+from fleetflow.params import (
+    ApprovalTimeout,
+    Approvers,
+    HostPattern,
+    Inventory,
+    Percentage,
+    Retries,
+    RetryDelay,
+)
 from fleetflow.report import print_result
 
 
@@ -28,29 +37,48 @@ def playbook(
     ssh_key_secret: str | None = None,
     become_password_secret: str | None = None,
     vault_password_secret: str | None = None,
-) -> PlaybookResult:
+    approval: bool = False,
+    approval_timeout: ApprovalTimeout = 3600,
+    approvers: Approvers | None = None,
+) -> PlaybookResult | State:
     """Run `playbook` on `inventory` (narrowed by `limit`); fail if any host fails.
+
+    With `approval`, first plan (check + diff, published as the `plan` artifact), pause
+    until someone approves in the UI (Resume) or the API, and apply only then; a rejection
+    or `approval_timeout` seconds without a decision end the run Cancelled, nothing applied.
 
     Do not pass secrets in `extra_vars`: flow parameters are stored by the server. Name
     Prefect Secret blocks instead (`*_secret`): only the names are stored.
     """
-    result = run_playbook(
-        playbook,
-        inventory=inventory,
-        limit=limit,
-        extra_vars=extra_vars,
-        tags=tags,
-        check=check,
-        diff=diff,
-        forks=forks,
-        max_fail_percentage=max_fail_percentage,
-        retry=RetryPolicy(attempts=retries + 1, delay_seconds=retry_delay),
-        ssh_key_secret=ssh_key_secret,
-        become_password_secret=become_password_secret,
-        vault_password_secret=vault_password_secret,
-    )
-    print_result(result)
-    return result
+    if approval and check:
+        raise ConfigurationError("approval plans in check mode and then applies: drop check")
+
+    def run(check_mode: bool) -> PlaybookResult:
+        return run_playbook(
+            playbook,
+            inventory=inventory,
+            limit=limit,
+            extra_vars=extra_vars,
+            tags=tags,
+            check=check_mode,
+            diff=diff or (check_mode and approval),
+            forks=forks,
+            max_fail_percentage=max_fail_percentage,
+            retry=RetryPolicy(attempts=retries + 1, delay_seconds=retry_delay),
+            raise_on_failure=not (check_mode and approval),
+            ssh_key_secret=ssh_key_secret,
+            become_password_secret=become_password_secret,
+            vault_password_secret=vault_password_secret,
+        )
+
+    if not approval:
+        result = run(check)
+        print_result(result)
+        return result
+    outcome = plan_and_apply(run, timeout=approval_timeout, approvers=approvers or ())
+    if isinstance(outcome, PlaybookResult):
+        print_result(outcome)
+    return outcome
 
 
 if __name__ == "__main__":

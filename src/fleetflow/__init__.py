@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from fleetflow.exceptions import (
     ConfigurationError,
     FleetflowError,
+    InBlackout,
     InventoryError,
     LabError,
     NoHostsMatched,
@@ -20,6 +21,7 @@ from fleetflow.exceptions import (
     PlaybookRunError,
     PlaybookTimedOut,
     PrerequisiteMissing,
+    SensorTimeout,
 )
 from fleetflow.policy import RetryPolicy
 from fleetflow.results import HostFailure, HostResult, HostStatus, PlaybookResult, RunStatus
@@ -33,6 +35,7 @@ __all__ = [
     "HostFailure",
     "HostResult",
     "HostStatus",
+    "InBlackout",
     "InventoryError",
     "LabError",
     "NoHostsMatched",
@@ -45,6 +48,7 @@ __all__ = [
     "PrerequisiteMissing",
     "RetryPolicy",
     "RunStatus",
+    "SensorTimeout",
     "resolve_hosts",
     "run_playbook",
 ]

@@ -9,10 +9,11 @@ from pathlib import Path
 from typing import Any
 
 from prefect.client.schemas.schedules import CronSchedule, IntervalSchedule, RRuleSchedule
+from prefect.events import DeploymentTriggerTypes
 from prefect.flows import load_flow_from_entrypoint
 from prefect.utilities.callables import parameter_schema
 from prefect.utilities.schema_tools import validate
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from fleetflow.exceptions import FleetflowError
 from fleetflow.inventory import resolve_inventory
@@ -25,6 +26,7 @@ _SCHEDULES: dict[str, Any] = {
     "rrule": RRuleSchedule,
 }
 LimitMatcher = Callable[[Path, Path, str], list[str]]
+_TRIGGER: TypeAdapter[Any] = TypeAdapter(DeploymentTriggerTypes)
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,37 @@ def _parameters(where: str, flow: Any, params: dict[str, Any]) -> list[Problem]:
     for error in validate(params, schema, raise_on_error=False, ignore_required=True):
         path = ".".join(str(p) for p in error.path) or "parameters"
         problems.append(Problem(where, f"parameter {path}: {error.message}"))
+    return problems
+
+
+def _templated(value: Any) -> bool:
+    """A Jinja template (rendered from the event when the trigger fires) or Prefect's
+    {"__prefect_kind": ...} form of one: its value is unknown until then."""
+    if isinstance(value, dict):
+        return "__prefect_kind" in value
+    return isinstance(value, str) and ("{{" in value or "{%" in value)
+
+
+def _triggers(where: str, flow: Any, triggers: list[Any]) -> list[Problem]:
+    """Each trigger as `prefect deploy` reads it; its parameters by name, and by value
+    where the value is not a template."""
+    problems = []
+    for number, spec in enumerate(triggers, start=1):
+        at = f"{where} trigger {number}"
+        try:
+            trigger = _TRIGGER.validate_python(spec)
+        except ValidationError as exc:
+            reasons = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+            problems.append(Problem(at, f"invalid trigger: {reasons}"))
+            continue
+        params = dict(trigger.parameters or {})
+        fixed = {k: v for k, v in params.items() if not _templated(v)}
+        problems += _parameters(at, flow, fixed)
+        problems += [
+            Problem(at, f"unknown parameter {name!r}")
+            for name in sorted(set(params) - set(fixed))
+            if name not in inspect.signature(flow.fn).parameters
+        ]
     return problems
 
 
@@ -124,6 +157,7 @@ def check_deployment(
     problems = _parameters(where, flow, params)
     problems += _schedules(where, list(spec.get("schedules") or []))
     problems += _pool(where, spec, known)
+    problems += _triggers(where, flow, list(spec.get("triggers") or []))
     if not problems:
         problems += _limit(where, project_dir, flow, params, matcher)
     return problems

@@ -135,7 +135,9 @@ def _attempt(
     (a Mitogen/ansible-core mismatch shows only at run time), run again with linear and
     keep linear for later attempts."""
     while True:
-        collector = EventCollector(hosts, plan.task_count, logger)
+        collector = EventCollector(
+            hosts, plan.task_count, logger, record_changes=request.check or request.diff
+        )
         if on_collector:
             on_collector(collector)
         remaining = deadline - time.monotonic() if deadline else None

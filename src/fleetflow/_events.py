@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from fleetflow.results import HostFailure, HostResult
+from fleetflow._diff import render_diff
+from fleetflow.results import HostFailure, HostResult, TaskChange
 
 _RESULT_EVENTS = {
     "runner_on_ok": "ok",
@@ -42,6 +43,7 @@ class _HostTrack:
     failure: HostFailure | None = None
     outputs: dict[str, Any] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)
+    changes: list[TaskChange] = field(default_factory=list)
 
 
 _HOST_KEY_CHANGED = "REMOTE HOST IDENTIFICATION HAS CHANGED"
@@ -96,8 +98,12 @@ class EventCollector:
         hosts: tuple[str, ...],
         task_count: int,
         logger: logging.Logger | logging.LoggerAdapter[logging.Logger],
+        *,
+        record_changes: bool = False,
     ) -> None:
         self.hosts = hosts
+        # Check/diff runs keep each changed task and its diff: the plan of a change.
+        self.record_changes = record_changes
         self.task_count = max(task_count, 1)
         self.logger = logger
         self.recap: dict[str, dict[str, int]] | None = None
@@ -149,6 +155,8 @@ class EventCollector:
         track.results += 1
         if outcome == "ok" and res.get("changed"):
             outcome = "changed"
+            if self.record_changes:
+                track.changes.append(TaskChange(task=task, diff=_task_diff(res)))
         track.counts[outcome] = track.counts.get(outcome, 0) + 1
         published = (res.get("ansible_facts") or {}).get("fleetflow_output")
         if isinstance(published, dict):
@@ -204,9 +212,21 @@ class EventCollector:
                 duration_seconds=duration,
                 failure=track.failure if status in ("failed", "unreachable") else None,
                 outputs=track.outputs,
+                changes=track.changes,
                 **counts,
             )
         return results
+
+
+def _task_diff(res: dict[str, Any]) -> str:
+    """The diff of a task result; a loop's is the diffs of its changed items."""
+    if "diff" in res:
+        return render_diff(res["diff"])
+    items = res.get("results")
+    if isinstance(items, list):
+        diffs = (render_diff(i["diff"]) for i in items if isinstance(i, dict) and "diff" in i)
+        return "\n".join(d for d in diffs if d)
+    return ""
 
 
 def _counts_from_events(track: _HostTrack) -> dict[str, int]:

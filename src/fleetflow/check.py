@@ -3,7 +3,8 @@
 Every playbook passes Ansible's syntax check, every inventory parses (strictly), every
 deployment of prefect.yaml loads its flow with parameters its schema accepts, valid
 schedules, a known pool and queue, and a limit that matches hosts of its inventory; the
-stack file and the automations are valid; yamllint and ansible-lint pass.
+stack file, the automations and the inventories' blackout windows are valid; yamllint and
+ansible-lint pass.
 """
 
 from __future__ import annotations
@@ -21,8 +22,9 @@ from typing import Any
 import yaml
 
 from fleetflow._deployment_check import Problem, check_deployment
-from fleetflow.exceptions import FleetflowError
-from fleetflow.inventory import ansible_environment, ansible_tool
+from fleetflow.blackouts import BLACKOUTS_FILE, load_blackouts
+from fleetflow.exceptions import ConfigurationError, FleetflowError
+from fleetflow.inventory import ansible_environment, ansible_tool, host_groups
 
 __all__ = ["CheckReport", "Problem", "check_project"]
 
@@ -65,6 +67,27 @@ def _inventory(project_dir: Path, directory: Path) -> list[Problem]:
         return [Problem(where, "no hosts file yet (for the lab: fleetflow lab up)", error=False)]
     done = _run([ansible_tool("ansible-inventory"), "-i", str(directory), "--list"], project_dir)
     return [] if done.returncode == 0 else [Problem(where, _tail(done.stdout + done.stderr))]
+
+
+def _blackouts(project_dir: Path, directory: Path) -> list[Problem]:
+    """The windows must load; a group no host of the inventory is in is likely a typo."""
+    where = str((directory / BLACKOUTS_FILE).relative_to(project_dir))
+    try:
+        blackouts = load_blackouts(directory)
+    except ConfigurationError as exc:
+        return [Problem(where, str(exc))]
+    named = {group for w in blackouts.windows for group in w.groups} - {"all", "ungrouped"}
+    if not named or not any(directory.glob("hosts*")):
+        return []
+    known = {group for groups in host_groups(directory, project_dir).values() for group in groups}
+    if not known:
+        return []  # the inventory's own check says why it does not parse
+    return [
+        Problem(where, f"window {w.name!r}: no host of {directory.name} is in group {g!r}", False)
+        for w in blackouts.windows
+        for g in w.groups
+        if g in named - known
+    ]
 
 
 def _lint(project_dir: Path, tool: str, *args: str) -> list[Problem]:
@@ -120,6 +143,9 @@ def check_project(project_dir: Path, lint: bool = True) -> CheckReport:
         jobs.append((f"playbook {playbook.name}", partial(_syntax, project_dir, playbook)))
     for directory in sorted(p for p in (project_dir / "inventory").iterdir() if p.is_dir()):
         jobs.append((f"inventory {directory.name}", partial(_inventory, project_dir, directory)))
+        if (directory / BLACKOUTS_FILE).exists():
+            job = partial(_blackouts, project_dir, directory)
+            jobs.append((f"blackout windows {directory.name}", job))
     if lint:
         jobs.append(("yamllint", lambda: _lint(project_dir, "yamllint", "--strict", ".")))
         jobs.append(("ansible-lint", lambda: _lint(project_dir, "ansible-lint", "-q")))

@@ -11,14 +11,16 @@
     │   └── PrerequisiteMissing     not root, missing tool (says how to get it)
     ├── StackError                the Prefect server/workers could not be started or stopped
     ├── HostLockTimeout           the hosts stayed locked by other runs past the lock timeout
+    ├── InBlackout                a blackout window is open over the hosts; nothing was run
+    ├── SensorTimeout             a sensor's condition was not met within its timeout
     ├── AlertError                automations or alert channels could not be applied
     └── PlaybookRunError          the playbook ran and did not succeed; carries `.result`
         ├── PlaybookFailed          failed/unreachable hosts above max_fail_percentage
         ├── PlaybookTimedOut        the run exceeded its timeout and was killed
         └── PlaybookCanceled        the run was canceled and its processes killed
 
-`PlaybookRunError` subclasses pickle with their result so Prefect can store them
-as task state data.
+`PlaybookRunError` subclasses pickle with their result (and `InBlackout` with the time
+its windows close) so Prefect can store them as task state data.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from fleetflow.results import PlaybookResult
 
 __all__ = [
@@ -33,6 +37,7 @@ __all__ = [
     "ConfigurationError",
     "FleetflowError",
     "HostLockTimeout",
+    "InBlackout",
     "InventoryError",
     "LabError",
     "NoHostsMatched",
@@ -42,6 +47,7 @@ __all__ = [
     "PlaybookRunError",
     "PlaybookTimedOut",
     "PrerequisiteMissing",
+    "SensorTimeout",
     "StackError",
 ]
 
@@ -84,6 +90,24 @@ class AlertError(FleetflowError):
 
 class HostLockTimeout(FleetflowError):
     """Other runs held some of the target hosts longer than the lock timeout; nothing ran."""
+
+
+class SensorTimeout(FleetflowError):
+    """What a sensor waited for did not happen in time; the message says what, where, how
+    long, and what was last observed (e.g. "connection refused", "HTTP 503")."""
+
+
+class InBlackout(FleetflowError):
+    """A blackout window is open over some of the hosts (policy fail, or waited too long);
+    nothing was run. `until` is when no window covers those hosts any more.
+    """
+
+    def __init__(self, message: str, until: datetime | None = None) -> None:
+        super().__init__(message)
+        self.until = until
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (str(self), self.until))
 
 
 class PlaybookRunError(FleetflowError):

@@ -12,6 +12,8 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
+    "ApprovalTimeout",
+    "Approvers",
     "BatchSize",
     "HostPattern",
     "Inventory",
@@ -49,6 +51,18 @@ RetryDelay = Annotated[
         le=3600,
         description="Seconds before the first retry of failed hosts; doubled for each next one.",
     ),
+]
+ApprovalTimeout = Annotated[
+    int,
+    Field(
+        ge=5,
+        le=7 * 24 * 3600,
+        description="Seconds to wait for an approval; then the run ends, nothing applied.",
+    ),
+]
+Approvers = Annotated[
+    list[Annotated[str, Field(min_length=1, max_length=100)]],
+    Field(max_length=100, description="Only these names may approve or reject (default: anyone)."),
 ]
 BatchSize = Annotated[int, Field(ge=1, le=1000, description="Hosts changed at once.")]
 Percentage = Annotated[

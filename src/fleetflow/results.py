@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-__all__ = ["HostFailure", "HostResult", "HostStatus", "PlaybookResult", "RunStatus"]
+__all__ = ["HostFailure", "HostResult", "HostStatus", "PlaybookResult", "RunStatus", "TaskChange"]
 
 
 class HostStatus(StrEnum):
@@ -37,6 +37,13 @@ class HostFailure(BaseModel):
     message: str = Field(description="Ansible's message, censored by no_log where set.")
 
 
+class TaskChange(BaseModel):
+    """A task that changed (or in check mode would change) a host, with Ansible's diff."""
+
+    task: str
+    diff: str = Field(default="", description="Unified diff text, secrets censored; may be empty.")
+
+
 class HostResult(BaseModel):
     """One host's PLAY RECAP line plus what fleetflow learned from the events."""
 
@@ -56,6 +63,10 @@ class HostResult(BaseModel):
         description="Values the playbook published with set_fact: fleetflow_output: {...}.",
     )
     attempts: int = Field(default=1, description="How many attempts ran on this host.")
+    changes: list[TaskChange] = Field(
+        default_factory=list,
+        description="Changed tasks and their diffs; recorded in check and diff mode only.",
+    )
 
     @classmethod
     def status_from_counts(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
@@ -29,6 +30,8 @@ from fleetflow._report import emit_run_events
 from fleetflow._runlog import RunLog
 from fleetflow._runner import run_ansible
 from fleetflow._tuning import tuning
+from fleetflow.blackouts import Policy as BlackoutPolicy
+from fleetflow.blackouts import gate_run
 from fleetflow.exceptions import (
     ConfigurationError,
     PlaybookCanceled,
@@ -116,6 +119,7 @@ def run_playbook(
     ssh_key_secret: str | None = None,
     become_password_secret: str | None = None,
     vault_password_secret: str | None = None,
+    blackout_policy: BlackoutPolicy | None = None,
 ) -> PlaybookResult:
     """Run an Ansible playbook against an inventory and return what happened on every host.
 
@@ -141,13 +145,17 @@ def run_playbook(
             unless the inventory names a key file), the become password (answered to
             Ansible's prompt) and the ansible-vault password. Values are masked in logs,
             results and artifacts; files holding them live in the run's private dir only.
+        blackout_policy: What to do when a blackout window (inventory/<env>/blackouts.yml)
+            is open over a targeted host: "wait" until it closes (holding no host lock) or
+            "fail" (InBlackout, nothing run); default: the window's, else the file's.
+            Check-mode runs are never held back.
 
     Bad input (unknown playbook or inventory, syntax errors, a limit matching no host,
     extra_vars that are not a mapping) raises ConfigurationError before any host is touched.
     """
     settings = get_settings()
     secrets = RunSecrets.load(ssh_key_secret, become_password_secret, vault_password_secret)
-    masked = secrets.values()
+    masked = _masked_values(secrets, inventory, (project_dir or settings.project_dir).resolve())
     request = PlaybookRequest(
         playbook=playbook,
         inventory=inventory,
@@ -170,7 +178,22 @@ def run_playbook(
         return _run(
             request, settings, logger,
             host_lock=host_lock, lock_timeout=lock_timeout, raise_on_failure=raise_on_failure,
+            blackout_policy=blackout_policy,
         )  # fmt: skip
+
+
+def _masked_values(secrets: RunSecrets, inventory: str, project_dir: Path) -> list[str]:
+    """The run's secrets and, with a vault password, every vaulted value it can open."""
+    values = secrets.values()
+    if secrets.vault_password is None:
+        return values
+    from fleetflow._vault import vaulted_values  # imports Ansible: only for vaulted projects
+
+    roots = [project_dir / "playbooks", project_dir / "roles"]
+    with contextlib.suppress(ConfigurationError):  # the preflight says what is wrong
+        roots.append(resolve_inventory(inventory, project_dir))
+    vaulted = vaulted_values(roots, secrets.vault_password.get_secret_value())
+    return sorted({*values, *vaulted}, key=len, reverse=True)
 
 
 def _groups(inventory: str, project_dir: Path) -> dict[str, list[str]]:
@@ -188,6 +211,7 @@ def _run(
     host_lock: bool,
     lock_timeout: float | None,
     raise_on_failure: bool,
+    blackout_policy: BlackoutPolicy | None = None,
 ) -> PlaybookResult:
     request = replace(request, tuning=tuning(settings, logger))
     background = ThreadPoolExecutor(1, thread_name_prefix="fleetflow-groups")
@@ -203,6 +227,8 @@ def _run(
         plan.playbook.name, request.inventory, len(plan.hosts), plan.task_count,
         " (check mode)" if request.check else "",
     )  # fmt: skip
+    if not request.check:  # check mode changes nothing: never held back by a blackout
+        gate_run(plan.inventory, plan.hosts, groups.result, logger, policy=blackout_policy)
     with (
         host_locks(plan.hosts, lock_timeout, logger) if host_lock else nullcontext(),
         _progress_artifact(f"{plan.playbook.name} on {request.inventory}") as collectors,

@@ -1,0 +1,47 @@
+"""wait_then_run: wait for conditions (a file on the hosts, a port, a URL, an event), then
+run a playbook.
+
+The conditions are checked in order, each for its own timeout; the first one not met fails
+the run (SensorTimeout) and the playbook is not run. Conditions are typed parameters: the
+server refuses a bad one (a port out of range, an unknown kind) when the run is created,
+and the flow refuses the rest (a poll interval longer than the timeout) before waiting.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from prefect import flow
+from pydantic import Field
+
+from fleetflow import PlaybookResult, run_playbook
+from fleetflow.params import HostPattern, Inventory
+from fleetflow.report import print_result
+from fleetflow.sensors import Condition, FileCondition, wait_for_condition
+
+Conditions = Annotated[list[Condition], Field(max_length=20)]
+
+
+@flow(name="wait_then_run", log_prints=True)
+def wait_then_run(
+    playbook: Annotated[str, Field(min_length=1, description="Name under playbooks/ or a path.")],
+    inventory: Inventory = "lab",
+    limit: HostPattern | None = None,
+    extra_vars: dict[str, Any] | None = None,
+    conditions: Conditions | None = None,
+) -> PlaybookResult:
+    """Wait for every one of `conditions` in order, then run `playbook` on `inventory`.
+
+    A file condition without its own `limit` watches the hosts the playbook will run on.
+    (The parameter is not called `wait_for`: Prefect reserves that name.)
+    """
+    for condition in conditions or []:
+        seen = wait_for_condition(condition, inventory=inventory, limit=limit)
+        print(f"{condition.kind} condition met after {seen.waited_seconds:.1f} s")
+    result = run_playbook(playbook, inventory=inventory, limit=limit, extra_vars=extra_vars)
+    print_result(result)
+    return result
+
+
+if __name__ == "__main__":
+    wait_then_run("ping", conditions=[FileCondition(path="/etc/hostname", timeout=30)])
