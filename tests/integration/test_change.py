@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import secrets
 import shutil
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,12 +14,11 @@ from typing import Any
 
 import pytest
 
-from fleetflow.inventory import ansible_environment, ansible_tool
 from fleetflow.lab import Lab
 
-from ..conftest import REPO
-from .faults import CONFIG, new_tag
+from .faults import CONFIG, new_tag, report
 from .stacks import FIXTURES, RunningStack, running_stack
+from .vault import vault_encrypt
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -37,16 +35,7 @@ def _vaulted_inventory(lab: Lab, directory: Path) -> Path:
     vaulted = inventory / "group_vars" / "all" / "vault.yml"
     vaulted.parent.mkdir(parents=True, exist_ok=True)
     vaulted.write_text(f"vault_db_password: {DB_PASSWORD}\n")
-    password_file = directory / "vault-pass"
-    password_file.write_text(VAULT_PASSWORD)
-    try:
-        subprocess.run(
-            [ansible_tool("ansible-vault"), "encrypt", "--vault-password-file",
-             str(password_file), str(vaulted)],
-            check=True, capture_output=True, env=ansible_environment(REPO),
-        )  # fmt: skip
-    finally:
-        password_file.unlink()
+    vault_encrypt(vaulted, VAULT_PASSWORD)
     return inventory
 
 
@@ -129,8 +118,10 @@ def test_change_is_planned_then_applied_only_on_an_allowed_approval(
     stack: RunningStack, lab: Lab
 ) -> None:
     release, before = new_tag(), _releases(lab)
+    created = time.monotonic()
     run_id = _start(stack, release, approvers=["alice"], approval_timeout=600)
     _wait(stack, run_id, "PAUSED")
+    paused = time.monotonic()
     plan = _artifact(stack, run_id, "plan")
     for host in lab.hosts():
         assert f"## {host.name}" in plan and f"| {host.name} | changed | 1 |" in plan
@@ -143,8 +134,14 @@ def test_change_is_planned_then_applied_only_on_an_allowed_approval(
     _wait(stack, run_id, "PAUSED")  # asks again
     assert _releases(lab) == before
 
+    approved = time.monotonic()
     _resume(stack, run_id, decision="approve", approver="alice", comment="CHG-1234")
     _wait(stack, run_id, "COMPLETED")
+    report(
+        "change approved",
+        plan_paused=paused - created,
+        approval_to_applied=time.monotonic() - approved,
+    )
     assert set(_releases(lab).values()) == {release}
     for host in lab.hosts():  # the vaulted password reached the hosts, nowhere else
         assert DB_PASSWORD in lab.ssh(host.name, f"cat {CONF}").stdout

@@ -90,7 +90,7 @@ def test_6_twenty_runs_at_once_over_50_hosts_all_end_none_doubles_a_host(
 def _every_flow(stack: RunningStack, lab: Lab, tag: str) -> dict[str, dict[str, Any]]:
     """Parameters of a run of each deployed flow; hosts chosen so that the flows that would
     undo each other (site deploys the app's default version, rolling_update another) never
-    share a host, and all five can run at once."""
+    share a host, and all can run at once."""
     web, db, batch = (h.name for h in lab.hosts())
     marker = {"path": "/var/tmp/ff-idempotent", "content": tag}
     write = {"playbook": str(FIXTURES / "write_file.yml"), "name": "Write the marker",
@@ -107,6 +107,13 @@ def _every_flow(stack: RunningStack, lab: Lab, tag: str) -> dict[str, dict[str, 
         "run_script/lab": {"inventory": inventory, "script": "disk_usage.sh", "hosts": db},
         "rolling_update/lab": {"inventory": inventory, "version": f"7.{tag}", "hosts": batch},
         "runbook/lab": {"inventory": inventory, "steps": [write, {"playbook": "ping"}]},
+        "wait_then_run/lab": {
+            "inventory": inventory,
+            "playbook": write["playbook"],
+            "limit": db,
+            "extra_vars": marker,
+            "conditions": [{"kind": "file", "path": "/etc/hostname", "timeout": 60}],
+        },
     }
 
 

@@ -98,7 +98,10 @@ def scraped(stack: RunningStack, runs: dict[str, str]) -> Samples:
             except httpx.HTTPError:
                 continue
             done = _total(samples, "fleetflow_playbook_runs_total") >= 3
-            if done and _total(samples, "fleetflow_flow_runs_total") >= 3:
+            # A worker whose heartbeats were late on a loaded machine is OFFLINE until its
+            # next one (every 30 s): the scrape waits for the server's view to settle.
+            online = _total(samples, "fleetflow_worker_online") >= 1
+            if done and online and _total(samples, "fleetflow_flow_runs_total") >= 3:
                 return samples
             assert time.monotonic() < deadline, f"counts never complete: {samples}"
     finally:

@@ -17,12 +17,12 @@ from prefect.blocks.system import Secret
 from prefect.client.orchestration import get_client
 
 from fleetflow.exceptions import ConfigurationError, PlaybookFailed
-from fleetflow.inventory import ansible_environment, ansible_tool
 from fleetflow.lab import Lab
 from fleetflow.results import PlaybookResult, RunStatus
 from fleetflow.tasks import run_playbook
 
 from ..conftest import REPO
+from .vault import vault_encrypt
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_server")]
 
@@ -48,18 +48,7 @@ def _vaulted_inventory(lab: Lab, tmp_path: Path, vault_password: str, token: str
     (inventory / "group_vars" / "all").mkdir(parents=True)
     vaulted = inventory / "group_vars" / "all" / "vault.yml"
     vaulted.write_text(f"vault_token: {token}\n")
-    password_file = tmp_path / "vault-pass"
-    fd = os.open(password_file, os.O_WRONLY | os.O_CREAT, 0o600)
-    with os.fdopen(fd, "w") as out:
-        out.write(vault_password)
-    try:
-        subprocess.run(
-            [ansible_tool("ansible-vault"), "encrypt", "--vault-password-file",
-             str(password_file), str(vaulted)],
-            check=True, capture_output=True, env=ansible_environment(REPO),
-        )  # fmt: skip
-    finally:
-        password_file.unlink()
+    vault_encrypt(vaulted, vault_password)
     assert token not in vaulted.read_text()
     return inventory
 
