@@ -33,17 +33,13 @@ def emit_run_events(
     result: PlaybookResult, groups: Mapping[str, list[str]], ansible_events: int, log_lines: int
 ) -> None:
     _emit_host_events(result)
-    name = Path(result.playbook).stem
     payload = playbook_payload(result, groups, ansible_events, log_lines)
     hosts = sorted(result.hosts)
     parts = list(itertools.batched(hosts, HOST_CHUNK)) or [()]
     for number, part in enumerate(parts, start=1):
         emit_event(
             event=PLAYBOOK_EVENT,
-            resource={
-                "prefect.resource.id": f"fleetflow.playbook.{name}",
-                "prefect.resource.name": name,
-            },
+            resource=playbook_resource(result.playbook),
             related=[
                 {
                     "prefect.resource.id": f"{HOST_RESOURCE}{host}",
@@ -59,6 +55,12 @@ def emit_run_events(
                 "parts": len(parts),
             },
         )
+
+
+def playbook_resource(playbook: str) -> dict[str, str]:
+    """The resource of a playbook's events (runs, change decisions): one id per playbook."""
+    name = Path(playbook).stem
+    return {"prefect.resource.id": f"fleetflow.playbook.{name}", "prefect.resource.name": name}
 
 
 def playbook_payload(

@@ -17,9 +17,9 @@ A plan that changes nothing needs no approval: the run completes at once.
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import cast
@@ -34,6 +34,7 @@ from prefect.states import Cancelled, Paused
 from prefect.utilities.engine import propose_state_sync
 from pydantic import Field
 
+from fleetflow._report import playbook_resource
 from fleetflow.exceptions import PlaybookFailed
 from fleetflow.results import PlaybookResult, RunStatus
 
@@ -59,13 +60,6 @@ class Approval(RunInput):
     )
     approver: str = Field(min_length=1, max_length=100, description="Who decides (name, login).")
     comment: str = Field(default="", max_length=2000, description="Why; kept with the run.")
-
-
-@dataclass(frozen=True)
-class _Ask:
-    timeout: int
-    approvers: tuple[str, ...]
-    poll_interval: int
 
 
 def plan_and_apply(
@@ -96,7 +90,8 @@ def plan_and_apply(
         "plan: %d of %d hosts would change (%s); waiting up to %d s for approval",
         len(plan.changed_hosts), len(plan.hosts), ", ".join(plan.changed_hosts), timeout,
     )  # fmt: skip
-    approval = _wait_for_approval(plan, _Ask(timeout, tuple(approvers), poll_interval))
+    deadline = time.monotonic() + timeout
+    approval = _wait_for_approval(plan, deadline, tuple(approvers), poll_interval)
     if approval is None:
         return _refuse(plan, "expired", f"no decision within {timeout} s: nothing was applied")
     if approval.decision == Decision.REJECT:
@@ -114,29 +109,27 @@ def _said(approval: Approval) -> str:
     return f" ({approval.comment})" if approval.comment else ""
 
 
-def _wait_for_approval(plan: PlaybookResult, ask: _Ask) -> Approval | None:
-    """The first decision by an allowed approver, or None when the time is up."""
+def _wait_for_approval(
+    plan: PlaybookResult, deadline: float, approvers: tuple[str, ...], poll: float
+) -> Approval | None:
+    """The first decision by an allowed approver, or None at `deadline` (monotonic)."""
     logger = get_run_logger()
-    deadline = time.monotonic() + ask.timeout
-    form = Approval.with_initial_data(description=_form_text(plan, ask.approvers))
-    for round_ in range(1, 1000):
-        remaining = deadline - time.monotonic()
-        if remaining < 1:
+    form = Approval.with_initial_data(description=_form_text(plan, approvers))
+    for round_ in itertools.count(1):
+        if deadline - time.monotonic() < 1:
             return None
-        answer = _pause(form, f"approval-{round_}", remaining, ask.poll_interval)
-        if answer is None:
-            return None
-        if not ask.approvers or answer.approver in ask.approvers:
+        answer = _pause(form, f"approval-{round_}", deadline, poll)
+        if answer is None or not approvers or answer.approver in approvers:
             return answer
         logger.warning(
             "%s may not decide this change (approvers: %s): %s ignored, still waiting",
-            answer.approver, ", ".join(ask.approvers), answer.decision.value,
+            answer.approver, ", ".join(approvers), answer.decision.value,
         )  # fmt: skip
-    return None
+    return None  # itertools.count does not end; mypy cannot know
 
 
-def _pause(form: type[Approval], key: str, seconds: float, poll: float) -> Approval | None:
-    """Pause the flow run for `form`'s answer; None after `seconds` without one.
+def _pause(form: type[Approval], key: str, deadline: float, poll: float) -> Approval | None:
+    """Pause the flow run for `form`'s answer; None at `deadline` (monotonic) without one.
 
     Prefect's pause_flow_run gives the server the same deadline as its own wait, and a
     run leaving Paused after that deadline is forced to Failed ("never resumed"): an
@@ -147,10 +140,10 @@ def _pause(form: type[Approval], key: str, seconds: float, poll: float) -> Appro
     if context is None or context.flow_run is None:
         raise RuntimeError("approval needs a flow run to pause")
     run_id = context.flow_run.id
-    paused: State[None] = Paused(timeout_seconds=int(seconds) + PAUSE_GRACE, pause_key=key)
+    seconds = int(deadline - time.monotonic()) + PAUSE_GRACE
+    paused: State[None] = Paused(timeout_seconds=seconds, pause_key=key)
     keyset = keyset_from_paused_state(paused)
     paused.state_details.run_input_keyset = cast(dict[str, str], keyset)
-    deadline = time.monotonic() + seconds
     with get_client(sync_client=True) as client:
         state = propose_state_sync(client=client, state=paused, flow_run_id=run_id)
         if not state.is_paused():
@@ -185,15 +178,11 @@ def _record(plan: PlaybookResult, outcome: str, reason: str, approval: Approval 
         f"| hosts in the plan | {', '.join(plan.changed_hosts)} |",
     ]
     create_markdown_artifact("\n".join(rows), key="approval", description=f"change {outcome}")
-    name = Path(plan.playbook).stem
     emit_event(
         event=f"fleetflow.change.{outcome}",
-        resource={
-            "prefect.resource.id": f"fleetflow.playbook.{name}",
-            "prefect.resource.name": name,
-        },
+        resource=playbook_resource(plan.playbook),
         payload={
-            "playbook": name,
+            "playbook": Path(plan.playbook).stem,
             "inventory": Path(plan.inventory).name,
             "reason": reason,
             "approver": approval.approver if approval else "",

@@ -60,7 +60,7 @@ def _start(stack: RunningStack, release: str, **params: Any) -> str:
 def _wait(stack: RunningStack, run_id: str, state: str, timeout: float = 180) -> tuple[str, ...]:
     deadline = time.monotonic() + timeout
     while (now := stack.state(run_id))[0] != state:
-        assert now[0] not in {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"} or now[0] == state, (
+        assert now[0] not in {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}, (
             now, stack.logs(run_id)[-15:],
         )  # fmt: skip
         assert time.monotonic() < deadline, f"{run_id} still {now} after {timeout} s"
