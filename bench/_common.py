@@ -53,6 +53,19 @@ def lab(name: str, hosts: int) -> Iterator[Lab]:
             fleet.down()
 
 
+def repository(root: Path, inventory: Path) -> Path:
+    """A repository at `root`: this one's content (links) with `inventory` as its
+    environment `lab`. Deployed flows take inventories by name from the repository
+    (FLEETFLOW_PROJECT_DIR), never a path."""
+    root.mkdir(parents=True, exist_ok=True)
+    for name in ("ansible.cfg", "playbooks", "roles", "scripts", "flows", "deployments"):
+        (root / name).symlink_to(REPO / name)
+    (root / "prefect.yaml").symlink_to(REPO / "deployments" / "prefect.yaml")
+    (root / "inventory").mkdir()
+    (root / "inventory" / "lab").symlink_to(inventory.resolve())
+    return root
+
+
 @contextmanager
 def prefect_server() -> Iterator[None]:
     """A temporary Prefect server (SQLite) for this process's flow runs."""

@@ -1,7 +1,8 @@
 """Benchmark: time from `prefect deployment run` to the first playbook event.
 
-Starts its own lab (2 hosts), its own stack (server + one worker) on a free port and
-deploys prefect.yaml, then for each worker mode triggers `playbook/lab` (ping) N times,
+Starts its own lab (2 hosts, the environment `lab` of a repository linking this one's
+content), its own stack (server + one worker) on a free port and deploys prefect.yaml
+(`fleetflow deploy`), then for each worker mode triggers `playbook/lab` (ping) N times,
 one at a time, and reads from the API when the run logged "ansible-playbook started".
 
 Run: .venv/bin/python bench/trigger_latency.py [--runs 10] [--modes stock,tuned]
@@ -24,7 +25,7 @@ from datetime import datetime
 from pathlib import Path
 from uuid import UUID
 
-from _common import drop_database, free_port
+from _common import drop_database, free_port, repository
 from prefect.client.orchestration import SyncPrefectClient
 from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
 
@@ -51,7 +52,8 @@ def _config(mode: dict[str, str]) -> str:
 
 
 def _run(env: dict[str, str], *argv: str) -> str:
-    done = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, check=False)
+    cwd = env.get("FLEETFLOW_PROJECT_DIR", str(REPO))
+    done = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(argv)} failed:\n{done.stdout}{done.stderr}")
     return done.stdout + done.stderr
@@ -125,7 +127,9 @@ def main() -> None:
         for mode in args.modes.split(","):
             with tempfile.TemporaryDirectory(prefix="ff-bench-stack-") as directory:
                 port = free_port()
+                project = repository(Path(directory) / "project", lab.inventory_dir)
                 env = {**os.environ, "FLEETFLOW_STACK_DIR": directory,
+                       "FLEETFLOW_PROJECT_DIR": str(project),
                        "FLEETFLOW_API_PORT": str(port),
                        "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
                        "FLEETFLOW_API_AUTH": auth, "PREFECT_API_AUTH_STRING": auth}  # fmt: skip
@@ -135,9 +139,9 @@ def main() -> None:
                 config.write_text(_config(MODES[mode]))
                 _run(env, str(BIN / "fleetflow"), "stack", "up", "--config", str(config))
                 try:
-                    _run(env, str(BIN / "prefect"), "deploy", "--all")
-                    measure(env, str(lab.inventory_dir), 1)  # warm-up, not counted
-                    rows = measure(env, str(lab.inventory_dir), args.runs)
+                    _run(env, str(BIN / "fleetflow"), "deploy")
+                    measure(env, "lab", 1)  # warm-up, not counted
+                    rows = measure(env, "lab", args.runs)
                     print(f"{mode:<6} ({args.runs} runs): {_summary(rows)}", flush=True)
                 finally:
                     _run(env, str(BIN / "fleetflow"), "stack", "down")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from prefect import State, flow
 from pydantic import Field
@@ -10,36 +10,44 @@ from pydantic import Field
 from fleetflow import ConfigurationError, PlaybookResult, RetryPolicy, run_playbook
 from fleetflow.change import plan_and_apply
 from fleetflow.params import (
+    DEFAULT_TIME_LIMIT,
     ApprovalTimeout,
     Approvers,
     HostPattern,
     Inventory,
     Percentage,
+    Playbook,
     Retries,
     RetryDelay,
+    SecretName,
+    Tags,
+    TimeLimit,
+    Variables,
 )
 from fleetflow.report import print_result
+from fleetflow.tasks import time_limit as limited
 
 
 @flow(name="playbook", log_prints=True)
 def playbook(
-    playbook: Annotated[str, Field(min_length=1, description="Name under playbooks/ or a path.")],
+    playbook: Playbook,
     inventory: Inventory = "lab",
     limit: HostPattern | None = None,
-    extra_vars: dict[str, Any] | None = None,
-    tags: list[str] | None = None,
+    extra_vars: Variables | None = None,
+    tags: Tags | None = None,
     check: bool = False,
     diff: bool = False,
     forks: Annotated[int, Field(ge=1, le=500)] | None = None,
     max_fail_percentage: Percentage = 0.0,
     retries: Retries = 0,
     retry_delay: RetryDelay = 5,
-    ssh_key_secret: str | None = None,
-    become_password_secret: str | None = None,
-    vault_password_secret: str | None = None,
+    ssh_key_secret: SecretName | None = None,
+    become_password_secret: SecretName | None = None,
+    vault_password_secret: SecretName | None = None,
     approval: bool = False,
     approval_timeout: ApprovalTimeout = 3600,
     approvers: Approvers | None = None,
+    time_limit: TimeLimit = DEFAULT_TIME_LIMIT,
 ) -> PlaybookResult | State:
     """Run `playbook` on `inventory` (narrowed by `limit`); fail if any host fails.
 
@@ -47,8 +55,10 @@ def playbook(
     until someone approves in the UI (Resume) or the API, and apply only then; a rejection
     or `approval_timeout` seconds without a decision end the run Cancelled, nothing applied.
 
-    Do not pass secrets in `extra_vars`: flow parameters are stored by the server. Name
-    Prefect Secret blocks instead (`*_secret`): only the names are stored.
+    `extra_vars` may set only what the playbook declares (playbooks/params/<name>.yml),
+    taken as values. Do not pass secrets in them: flow parameters are stored by the server.
+    Name Prefect Secret blocks instead (`*_secret`): only the names are stored. Playbooks
+    run within `time_limit` seconds (a wait for approval does not count).
     """
     if approval and check:
         raise ConfigurationError("approval plans in check mode and then applies: drop check")
@@ -71,11 +81,15 @@ def playbook(
             vault_password_secret=vault_password_secret,
         )
 
+    def bounded(check_mode: bool) -> PlaybookResult:
+        with limited(time_limit):
+            return run(check_mode)
+
     if not approval:
-        result = run(check)
+        result = bounded(check)
         print_result(result)
         return result
-    outcome = plan_and_apply(run, timeout=approval_timeout, approvers=approvers or ())
+    outcome = plan_and_apply(bounded, timeout=approval_timeout, approvers=approvers or ())
     if isinstance(outcome, PlaybookResult):
         print_result(outcome)
     return outcome

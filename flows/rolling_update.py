@@ -13,7 +13,15 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
 from fleetflow import ConfigurationError, PlaybookResult, resolve_hosts, run_playbook
-from fleetflow.params import BatchSize, HostPattern, Inventory, Version
+from fleetflow.params import (
+    DEFAULT_TIME_LIMIT,
+    BatchSize,
+    HostPattern,
+    Inventory,
+    TimeLimit,
+    Version,
+)
+from fleetflow.tasks import time_limit as limited
 
 
 def batches(hosts: list[str], size: int) -> list[list[str]]:
@@ -26,14 +34,22 @@ def rolling_update(
     hosts: HostPattern = "web",
     inventory: Inventory = "lab",
     batch_size: BatchSize = 2,
+    time_limit: TimeLimit = DEFAULT_TIME_LIMIT,
 ) -> dict[str, Any]:
     """Deploy `version` of the application to `hosts`, `batch_size` hosts at a time."""
+    with limited(time_limit):
+        return _rollout(version, hosts, inventory, batch_size)
+
+
+def _rollout(version: str, hosts: str, inventory: str, batch_size: int) -> dict[str, Any]:
     if batch_size < 1:
         raise ConfigurationError("batch_size must be at least 1")
     if not version.strip():
         raise ConfigurationError("version must not be empty")
     logger = get_run_logger()
-    targets = resolve_hosts("deploy_app", inventory=inventory, limit=hosts)
+    targets = resolve_hosts(
+        "deploy_app", inventory=inventory, limit=hosts, extra_vars={"app_version": version}
+    )
     preflight = run_playbook.submit("preflight", inventory=inventory, limit=hosts)
     snapshot = run_playbook.submit(
         "health_check", inventory=inventory, limit=hosts, raise_on_failure=False

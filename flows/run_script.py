@@ -9,26 +9,44 @@ from prefect.artifacts import create_table_artifact
 from pydantic import Field
 
 from fleetflow import ConfigurationError, PlaybookFailed, RetryPolicy, run_playbook
-from fleetflow.params import BatchSize, HostPattern, Inventory, Percentage, Retries, RetryDelay
+from fleetflow.params import (
+    DEFAULT_TIME_LIMIT,
+    PLAIN_TEXT,
+    BatchSize,
+    HostPattern,
+    Inventory,
+    Percentage,
+    Retries,
+    RetryDelay,
+    Script,
+    TimeLimit,
+    script_names,
+)
 from fleetflow.report import print_result
 from fleetflow.settings import get_settings
+from fleetflow.tasks import time_limit as limited
+
+ScriptArgs = Annotated[
+    list[Annotated[str, Field(max_length=1000, pattern=PLAIN_TEXT)]],
+    Field(max_length=50, description="Arguments given to the script as they are (no shell)."),
+]
 
 
 def available_scripts() -> list[str]:
-    scripts = get_settings().project_dir / "scripts"
-    return sorted(p.name for p in scripts.iterdir() if p.is_file() and not p.name.startswith("."))
+    return script_names(get_settings().project_dir)
 
 
 @flow(name="run_script", log_prints=True)
 def run_script(
-    script: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")],
+    script: Script,
     hosts: HostPattern = "all",
     inventory: Inventory = "lab",
-    args: list[str] | None = None,
+    args: ScriptArgs | None = None,
     batch_size: BatchSize | None = None,
     max_fail_percentage: Percentage = 0.0,
     retries: Retries = 0,
     retry_delay: RetryDelay = 5,
+    time_limit: TimeLimit = DEFAULT_TIME_LIMIT,
 ) -> dict[str, dict[str, str]]:
     """Run scripts/<script> with `args` on the hosts matching `hosts`, `batch_size` at a time.
 
@@ -41,19 +59,20 @@ def run_script(
         )
     if batch_size is not None and batch_size < 1:
         raise ConfigurationError("batch_size must be at least 1")
-    result = run_playbook(
-        "run_script",
-        inventory=inventory,
-        limit=hosts,
-        extra_vars={
-            "script_name": script,
-            "script_args": list(args or []),
-            "script_batch_size": batch_size or "100%",
-        },
-        max_fail_percentage=max_fail_percentage,
-        retry=RetryPolicy(attempts=retries + 1, delay_seconds=retry_delay),
-        raise_on_failure=False,
-    )
+    with limited(time_limit):
+        result = run_playbook(
+            "run_script",
+            inventory=inventory,
+            limit=hosts,
+            extra_vars={
+                "script_name": script,
+                "script_args": list(args or []),
+                "script_batch_size": str(batch_size) if batch_size else "100%",
+            },
+            max_fail_percentage=max_fail_percentage,
+            retry=RetryPolicy(attempts=retries + 1, delay_seconds=retry_delay),
+            raise_on_failure=False,
+        )
     outputs = {
         host: {k: str(v) for k, v in r.outputs.items()} | {"status": r.status.value}
         for host, r in sorted(result.hosts.items())

@@ -21,8 +21,9 @@ from prefect.runtime import flow_run
 from pydantic import Field
 
 from fleetflow import ConfigurationError, PlaybookResult, PlaybookRunError, run_playbook
-from fleetflow.params import Inventory, Step
+from fleetflow.params import DEFAULT_TIME_LIMIT, Inventory, Step, TimeLimit
 from fleetflow.tasks import resolve_hosts
+from fleetflow.tasks import time_limit as limited
 
 Steps = Annotated[list[Step], Field(min_length=1, max_length=100)]
 
@@ -44,18 +45,28 @@ def run_step(number: int, title: str, step: Step, inventory: str) -> PlaybookRes
 def _check(steps: list[Step], inventory: str) -> None:
     for number, step in enumerate(steps, start=1):
         try:
-            resolve_hosts.fn(step.playbook, inventory=inventory, limit=step.limit)
+            resolve_hosts.fn(
+                step.playbook, inventory=inventory, limit=step.limit,
+                extra_vars=dict(step.extra_vars),
+            )  # fmt: skip
         except ConfigurationError as exc:
             raise ConfigurationError(f"step {number} ({step.title}): {exc}") from exc
 
 
 @flow(name="runbook", log_prints=True)
-def runbook(steps: Steps, inventory: Inventory = "lab") -> list[dict[str, object]]:
+def runbook(
+    steps: Steps, inventory: Inventory = "lab", time_limit: TimeLimit = DEFAULT_TIME_LIMIT
+) -> list[dict[str, object]]:
     """Run `steps` in order, stopping at the first that fails; retry the run to resume there.
 
     Returns one row per step: what happened to it in this attempt ("ran", "done earlier"
     when served from an earlier attempt of this run, "failed", "not run") and its hosts.
     """
+    with limited(time_limit):
+        return _run(steps, inventory)
+
+
+def _run(steps: list[Step], inventory: str) -> list[dict[str, object]]:
     logger = get_run_logger()
     _check(steps, inventory)
     rows: list[dict[str, object]] = [

@@ -5,8 +5,17 @@ from __future__ import annotations
 from prefect import flow
 
 from fleetflow import PlaybookResult, RetryPolicy, run_playbook
-from fleetflow.params import HostPattern, Inventory, Retries, RetryDelay
+from fleetflow.params import (
+    DEFAULT_TIME_LIMIT,
+    HostPattern,
+    Inventory,
+    Retries,
+    RetryDelay,
+    Tags,
+    TimeLimit,
+)
 from fleetflow.report import print_result
+from fleetflow.tasks import time_limit as limited
 
 
 @flow(name="site", log_prints=True)
@@ -15,24 +24,26 @@ def site(
     limit: HostPattern | None = None,
     check: bool = False,
     diff: bool = False,
-    tags: list[str] | None = None,
+    tags: Tags | None = None,
     retries: Retries = 1,
     retry_delay: RetryDelay = 5,
+    time_limit: TimeLimit = DEFAULT_TIME_LIMIT,
 ) -> PlaybookResult:
     """Converge every host (or `limit`) to the roles in playbooks/site.yml.
 
     `check` shows what would change without changing anything; failed or unreachable
     hosts are retried alone up to `retries` times.
     """
-    result = run_playbook(
-        "site",
-        inventory=inventory,
-        limit=limit,
-        check=check,
-        diff=diff,
-        tags=tags,
-        retry=RetryPolicy(attempts=retries + 1, delay_seconds=retry_delay),
-    )
+    with limited(time_limit):
+        result = run_playbook(
+            "site",
+            inventory=inventory,
+            limit=limit,
+            check=check,
+            diff=diff,
+            tags=tags,
+            retry=RetryPolicy(attempts=retries + 1, delay_seconds=retry_delay),
+        )
     print_result(result)
     return result
 

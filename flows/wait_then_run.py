@@ -9,26 +9,35 @@ and the flow refuses the rest (a poll interval longer than the timeout) before w
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from prefect import flow
 from pydantic import Field
 
 from fleetflow import PlaybookResult, run_playbook
-from fleetflow.params import HostPattern, Inventory
+from fleetflow.params import (
+    DEFAULT_TIME_LIMIT,
+    HostPattern,
+    Inventory,
+    Playbook,
+    TimeLimit,
+    Variables,
+)
 from fleetflow.report import print_result
 from fleetflow.sensors import Condition, FileCondition, wait_for_condition
+from fleetflow.tasks import time_limit as limited
 
 Conditions = Annotated[list[Condition], Field(max_length=20)]
 
 
 @flow(name="wait_then_run", log_prints=True)
 def wait_then_run(
-    playbook: Annotated[str, Field(min_length=1, description="Name under playbooks/ or a path.")],
+    playbook: Playbook,
     inventory: Inventory = "lab",
     limit: HostPattern | None = None,
-    extra_vars: dict[str, Any] | None = None,
+    extra_vars: Variables | None = None,
     conditions: Conditions | None = None,
+    time_limit: TimeLimit = DEFAULT_TIME_LIMIT,
 ) -> PlaybookResult:
     """Wait for every one of `conditions` in order, then run `playbook` on `inventory`.
 
@@ -38,7 +47,8 @@ def wait_then_run(
     for condition in conditions or []:
         seen = wait_for_condition(condition, inventory=inventory, limit=limit)
         print(f"{condition.kind} condition met after {seen.waited_seconds:.1f} s")
-    result = run_playbook(playbook, inventory=inventory, limit=limit, extra_vars=extra_vars)
+    with limited(time_limit):
+        result = run_playbook(playbook, inventory=inventory, limit=limit, extra_vars=extra_vars)
     print_result(result)
     return result
 

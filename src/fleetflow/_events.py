@@ -32,6 +32,14 @@ _RECAP_KEYS = {
     "ignored": "ignored",
 }
 _MESSAGE_LIMIT = 2000
+# msg is the module's summary: its start says what went wrong.
+_HEAD_LIMIT = 600
+_ITEM_LIMIT = 900
+# Output is cut to this many last lines, read from this many last chars.
+_TAIL_LINES = 10
+_TAIL_WINDOW = 4096
+_LOOP_FAILED = "One or more items failed"
+_ENDS = (slice(None, _TAIL_WINDOW), slice(-_TAIL_WINDOW, None))
 
 
 @dataclass
@@ -70,24 +78,72 @@ def _host_key_reason(text: str) -> str | None:
 
 
 def failure_message(res: dict[str, Any]) -> str:
-    """The most useful line of a failed result: msg, else stderr, else the exit code.
+    """A failed result in one bounded message: msg, the exit code and the tail of stderr.
 
-    An SSH host-key refusal leads with its reason; the connection is never retried without
-    checking the key.
+    e.g. "non-zero return code; rc=3; stderr (last 10 lines): ...". Output is cut to its
+    last lines because that is where a failing command says why; a 20 MB stderr costs a
+    4 KB slice, never a split of the whole string. An SSH host-key refusal leads with its
+    reason; the connection is never retried without checking the key.
     """
+    text = _describe(res, _MESSAGE_LIMIT)
+    item = _first_failed_item(res)
+    if item is not None:
+        text = f"{text}; first failed item: {_describe(item, _ITEM_LIMIT)}"
+    if not res.get("censored"):
+        # SSH's words open or close its output: read both ends, not megabytes between.
+        ends = [_raw(res, k)[cut] for k in ("msg", "stderr") for cut in _ENDS]
+        reason = _host_key_reason("\n".join(ends))
+        if reason:
+            text = f"{reason} ({_clip(text, _MESSAGE_LIMIT - len(reason) - 3)})"
+    return _clip(text, _MESSAGE_LIMIT)
+
+
+def _describe(res: dict[str, Any], limit: int) -> str:
     # A no_log task's result is only {"censored": ...}: keep it censored, and say so.
-    for key in ("msg", "stderr", "reason", "censored"):
-        value = res.get(key)
-        if value:
-            text = str(value).strip()
-            break
-    else:
-        text = f"rc={res['rc']}" if "rc" in res else "failed without a message"
-    if res.get("stderr") and str(res.get("stderr")).strip() not in text:
-        text = f"{text}: {str(res['stderr']).strip()}"
-    if reason := _host_key_reason(text):
-        text = f"{reason} ({text})"
-    return text[:_MESSAGE_LIMIT]
+    if res.get("censored"):
+        return _clip(_head(res, "censored"), limit)
+    parts = []
+    head = _head(res, "msg") or _head(res, "reason")
+    if head:
+        parts.append(_clip(head, _HEAD_LIMIT))
+    if res.get("rc") is not None:
+        parts.append(f"rc={res['rc']}")
+    stream = "stderr" if _raw(res, "stderr")[-_TAIL_WINDOW:].strip() else "stdout"
+    label, tail = _tail(_raw(res, stream), limit // 2)
+    if tail and tail not in head:  # some modules repeat stderr as their msg
+        parts.append(f"{stream}{label}: {tail}")
+    return _clip("; ".join(parts), limit) if parts else "failed without a message"
+
+
+def _raw(res: dict[str, Any], key: str) -> str:
+    value = res.get(key)
+    return str(value) if value else ""
+
+
+def _head(res: dict[str, Any], key: str) -> str:
+    return _raw(res, key)[:_TAIL_WINDOW].strip()
+
+
+def _tail(text: str, limit: int) -> tuple[str, str]:
+    """The last lines of `text` within `limit` chars, and their label if text was cut."""
+    window = text[-_TAIL_WINDOW:].strip()
+    lines = window.splitlines()[-_TAIL_LINES:]
+    tail = "\n".join(lines)[-limit:]
+    if len(text) <= _TAIL_WINDOW and tail == window:
+        return "", tail
+    return f" (last {len(lines)} lines)", tail
+
+
+def _first_failed_item(res: dict[str, Any]) -> dict[str, Any] | None:
+    """A loop's first failed item, when the loop's own msg is only Ansible's generic one."""
+    items = res.get("results")
+    if res.get("censored") or _head(res, "msg") != _LOOP_FAILED or not isinstance(items, list):
+        return None
+    return next((i for i in items if isinstance(i, dict) and i.get("failed")), None)
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: max(limit - 1, 0)] + "\u2026"
 
 
 class EventCollector:

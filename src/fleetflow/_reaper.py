@@ -1,12 +1,17 @@
 """Run a command so that nothing it starts outlives the process that asked for it.
 
-``python _reaper.py PARENT_PID COMMAND...`` runs COMMAND (ansible-playbook) as its child.
+``python _reaper.py PARENT_PID [--remove DIR]... [--] COMMAND...`` runs COMMAND
+(ansible-playbook) as its child.
 When the run's process dies, even by SIGKILL, this one gets SIGTERM from the kernel
 (PR_SET_PDEATHSIG) and SIGKILLs every process below it, then exits. It is the child
 subreaper of its tree, so processes that detached themselves are still below it: Ansible's
 forked workers (each in a session of its own; one runs a looping task to the end when its
 parent dies) and SSH ControlPersist masters. ``setpriv --pdeathsig`` on ansible-playbook
 alone was not enough: a killed run's worker went on changing its host.
+
+When it stops because the run's process died, it also removes each ``--remove`` DIR (the
+run's private dir with its secret files, its SSH control dir): nobody else is left to.
+After a normal end, or a signal while the run's process lives, that process removes them.
 
 Run as a script by path (stdlib only, no package imports: it starts in ~20 ms).
 """
@@ -15,6 +20,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -93,8 +99,34 @@ def _kill_everything() -> None:
             continue
 
 
+def _parse(argv: list[str]) -> tuple[int, list[str], list[str]]:
+    parent, rest, remove = int(argv[0]), argv[1:], []
+    while rest[:1] == ["--remove"] and len(rest) > 1:
+        remove.append(rest[1])
+        rest = rest[2:]
+    if rest[:1] == ["--"]:
+        rest = rest[1:]
+    return parent, remove, rest
+
+
+def _removable(path: str) -> bool:
+    """Only this run's own directories: absolute, named ff-*, not a link."""
+    return (
+        os.path.isabs(path)
+        and os.path.basename(os.path.normpath(path)).startswith("ff-")
+        and not os.path.islink(path)
+        and os.path.normpath(path) != "/"
+    )
+
+
+def _remove(paths: list[str]) -> None:
+    for path in paths:
+        if _removable(path):
+            shutil.rmtree(path, ignore_errors=True)
+
+
 def main(argv: list[str]) -> int:
-    parent, command = int(argv[0]), argv[1:]
+    parent, remove, command = _parse(argv)
     _prctl(_PR_SET_CHILD_SUBREAPER, 1)
     _prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
     for signum in _SIGNALS:
@@ -106,6 +138,8 @@ def main(argv: list[str]) -> int:
     except _Stop as stop:
         rc = -stop.signum
     _kill_everything()  # after a normal end: what ansible-playbook left (SSH masters)
+    if os.getppid() != parent:  # the run's process is gone: its files are ours to remove
+        _remove(remove)
     return rc if rc >= 0 else 128 - rc
 
 

@@ -5,6 +5,7 @@ about 2 ms here (console formatting, the API handler), so logging there capped a
 a few hundred events/s and, with a slow consumer, left ansible-playbook blocked on a
 full pipe. Lines are queued instead; a pump thread joins what arrived within `interval`
 into one record per level (a failed host's ERROR line stays a record of its own level).
+Masking happens there too, once per record, with the secrets' forms worked out once.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import time
 from types import TracebackType
 from typing import Any
 
-from fleetflow.secrets import mask
+from fleetflow.secrets import Masker
 
 _Line = tuple[int, str]
 
@@ -28,6 +29,7 @@ class RunLog(logging.LoggerAdapter[Any]):
     def __init__(self, logger: Any, secrets: list[str], interval: float = 0.25) -> None:
         super().__init__(logger, {})
         self.secrets = secrets
+        self._mask = Masker(secrets)
         self.interval = interval
         self.lines = 0  # log volume is a metric
         self._queue: queue.SimpleQueue[_Line | None] = queue.SimpleQueue()
@@ -39,7 +41,7 @@ class RunLog(logging.LoggerAdapter[Any]):
             return
         self.lines += 1
         text = str(msg) % args if args else str(msg)
-        self._queue.put((level, mask(text, self.secrets) if self.secrets else text))
+        self._queue.put((level, text))
 
     def close(self) -> None:
         if self._pump.is_alive():
@@ -76,6 +78,6 @@ class RunLog(logging.LoggerAdapter[Any]):
     def _emit(self, lines: list[_Line]) -> None:
         for level, group in itertools.groupby(lines, key=lambda line: line[0]):
             try:
-                self.logger.log(level, "%s", "\n".join(text for _, text in group))
+                self.logger.log(level, "%s", self._mask("\n".join(text for _, text in group)))
             except Exception:  # a broken handler must not stop the pump (or the run)
                 logging.getLogger(__name__).exception("could not ship run log lines")

@@ -2,7 +2,11 @@
 
 Traps of ansible-runner 2.4 handled here:
 - a private data dir shared by concurrent runs corrupts them: each call gets its own,
-  mode 0700, removed afterwards (it holds runner's env dump in artifacts/*/command);
+  mode 0700, removed afterwards, and by the reaper if our process is killed;
+- `run()` dumps passwords, extra vars and settings into env/ files and copies our whole
+  environment (API credential, database URL) to ansible-playbook and into
+  artifacts/*/command: RunnerConfig is built here instead, passwords stay in memory, and
+  ansible-playbook gets an allow-listed environment (so the command file holds only that);
 - it turns host key checking off unless told otherwise: we set it on;
 - per-event JSON files: the event handler returns False so none are written;
 - on the main thread without cancel_callback it installs SIGINT/SIGTERM handlers: it always
@@ -31,11 +35,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import ansible_runner
+import yaml
+from ansible_runner import Runner, RunnerConfig
 from pydantic import SecretStr
 
 from fleetflow._tuning import Tuning
-from fleetflow.inventory import ansible_environment, ansible_tool
+from fleetflow._variables import unsafe_yaml
+from fleetflow.inventory import ansible_environment, ansible_tool, inherited
 from fleetflow.secrets import RunSecrets, write_private
 
 logger = logging.getLogger(__name__)
@@ -43,6 +49,8 @@ logger = logging.getLogger(__name__)
 EventCallback = Callable[[dict[str, Any]], None]
 _OUTPUT_TAIL_LINES = 20
 _REAPER = Path(__file__).with_name("_reaper.py")
+# Runner's settings: an env/settings file is the only way they are honoured.
+_SETTINGS = {"pexpect_timeout": 0.25, "suppress_ansible_output": True}
 
 
 @dataclass(frozen=True)
@@ -78,15 +86,16 @@ class RunnerOutcome:
 RunnerFn = Callable[[RunnerRequest, EventCallback, threading.Event], RunnerOutcome]
 
 
-def _wrapper(private: Path) -> Path:
+def _wrapper(private: Path, control_dir: Path) -> Path:
     """A bin dir whose ansible-playbook, and all it starts, die with the process that
-    started it (see _reaper)."""
+    started it, which also removes this run's directories (see _reaper)."""
     bin_dir = private / "bin"
     bin_dir.mkdir()
     wrapper = bin_dir / "ansible-playbook"
     reaper = f"{sys.executable} -I -S {_REAPER}"
+    remove = f"--remove {private} --remove {control_dir} --"
     wrapper.write_text(
-        f'#!/bin/sh\nexec {reaper} "$PPID" {ansible_tool("ansible-playbook")} "$@"\n'
+        f'#!/bin/sh\nexec {reaper} "$PPID" {remove} {ansible_tool("ansible-playbook")} "$@"\n'
     )
     wrapper.chmod(0o700)
     return bin_dir
@@ -136,8 +145,16 @@ def _passwords(request: RunnerRequest) -> dict[str, str] | None:
     return {r"BECOME password.*:\s*?$": request.secrets.become_password.get_secret_value()}
 
 
-def _cmdline(request: RunnerRequest) -> str | None:
-    flags = []
+def _extra_vars_file(request: RunnerRequest, private: Path) -> Path | None:
+    """The caller's variables, 0600, every string !unsafe (see fleetflow._variables)."""
+    if not request.extra_vars:
+        return None
+    (private / "secrets").mkdir(mode=0o700, exist_ok=True)
+    return write_private(private / "secrets" / "extra_vars.yml", unsafe_yaml(request.extra_vars))
+
+
+def _cmdline(request: RunnerRequest, extra_vars: Path | None) -> str | None:
+    flags = [f"--extra-vars @{extra_vars}"] if extra_vars else []
     if request.secrets.become_password is not None:
         flags.append("--ask-become-pass")
     if request.check:
@@ -158,9 +175,10 @@ def run_ansible(
     is interrupted (Prefect raises TerminationSignal on cancellation), the run is killed
     before the exception propagates.
     """
-    private = Path(tempfile.mkdtemp(prefix="ff-run-", dir=request.run_dir))
+    # Named with our pid: a worker start sweeps what a killed process left (_sweep).
+    private = Path(tempfile.mkdtemp(prefix=f"ff-run-{os.getpid()}-", dir=request.run_dir))
     # SSH control sockets must fit a 108-byte Unix socket path whatever run_dir is.
-    control_dir = Path(tempfile.mkdtemp(prefix="ff-cp-", dir="/tmp"))
+    control_dir = Path(tempfile.mkdtemp(prefix=f"ff-cp-{os.getpid()}-", dir="/tmp"))
     box: dict[str, Any] = {}
 
     def target() -> None:
@@ -195,13 +213,15 @@ def _invoke(
     on_event: EventCallback,
     cancel: threading.Event,
 ) -> Any:
-    bin_dir = _wrapper(private)
+    bin_dir = _wrapper(private, control_dir)
+    (private / "env").mkdir()
+    (private / "env" / "settings").write_text(yaml.safe_dump(_SETTINGS))
 
     def handle(event: dict[str, Any]) -> bool:
         on_event(event)
         return False  # keep per-event JSON off disk
 
-    return ansible_runner.run(
+    config = RunnerConfig(
         private_data_dir=str(private),
         project_dir=str(request.project_dir),
         playbook=str(request.playbook),
@@ -209,22 +229,30 @@ def _invoke(
         limit=request.limit,
         tags=",".join(request.tags) or None,
         skip_tags=",".join(request.skip_tags) or None,
-        extravars=request.extra_vars or None,
-        cmdline=_cmdline(request),
+        cmdline=_cmdline(request, _extra_vars_file(request, private)),
         forks=request.forks,
         envvars=_envvars(request, private, control_dir, bin_dir)
         | _secret_envvars(request, private),
         passwords=_passwords(request),
         # An absolute path survives runner's join with its artifacts dir.
         fact_cache=str(request.tuning.fact_cache_dir) if request.tuning.fact_cache_dir else None,
-        # Check the cancel flag every 0.25 s instead of runner's default 5 s.
-        settings={"pexpect_timeout": 0.25, "suppress_ansible_output": True},
         timeout=max(1, round(request.timeout)) if request.timeout else None,
-        event_handler=handle,
-        cancel_callback=cancel.is_set,
         quiet=True,
         ident="run",
     )
+    config.prepare()
+    config.env = _allow_listed(config.env)
+    runner = Runner(config, event_handler=handle, cancel_callback=cancel.is_set)
+    runner.run()
+    return runner
+
+
+def _allow_listed(env: dict[str, Any]) -> dict[str, Any]:
+    """Runner's environment without what it copied from ours that Ansible does not need;
+    what runner and we set for the run (callback plugins, ANSIBLE_*, PATH) stays."""
+    return {
+        key: value for key, value in env.items() if inherited(key) or os.environ.get(key) != value
+    }
 
 
 def _outcome(runner: Any, private: Path) -> RunnerOutcome:

@@ -3,8 +3,8 @@
 Every playbook passes Ansible's syntax check, every inventory parses (strictly), every
 deployment of prefect.yaml loads its flow with parameters its schema accepts, valid
 schedules, a known pool and queue, and a limit that matches hosts of its inventory; the
-stack file, the automations and the inventories' blackout windows are valid; yamllint and
-ansible-lint pass.
+stack file, the automations, the inventories' blackout windows and the playbooks'
+variable declarations (playbooks/params/) are valid; yamllint and ansible-lint pass.
 """
 
 from __future__ import annotations
@@ -90,6 +90,27 @@ def _blackouts(project_dir: Path, directory: Path) -> list[Problem]:
     ]
 
 
+def _declarations(project_dir: Path, report: CheckReport) -> None:
+    """Each declaration loads, and belongs to a playbook (a typo would declare nothing)."""
+    from fleetflow._variables import load_declaration
+
+    playbooks = project_dir / "playbooks"
+    for path in sorted((playbooks / "params").glob("*.y*ml")):
+        where = str(path.relative_to(project_dir))
+        playbook = playbooks / f"{path.stem}.yml"
+        if not playbook.exists():
+            report.problems.append(
+                Problem(where, f"declares variables of no playbook ({path.stem})")
+            )
+            continue
+        try:
+            load_declaration(playbook)
+        except ConfigurationError as exc:
+            report.problems.append(Problem(where, str(exc)))
+            continue
+        report.checked.append(f"variables of {path.stem}")
+
+
 def _lint(project_dir: Path, tool: str, *args: str) -> list[Problem]:
     binary = Path(sys.executable).parent / tool
     # The linters run Ansible their own way: not under the engine's strict settings.
@@ -151,6 +172,7 @@ def check_project(project_dir: Path, lint: bool = True) -> CheckReport:
         jobs.append(("ansible-lint", lambda: _lint(project_dir, "ansible-lint", "-q")))
     known = _stack_queues(project_dir, report)
     _automations(project_dir, report)
+    _declarations(project_dir, report)
     try:
         deployments = _deployments(project_dir)
     except (OSError, yaml.YAMLError) as exc:

@@ -115,6 +115,17 @@ def _automations(args: argparse.Namespace) -> int:
     return 0
 
 
+def _deploy(args: argparse.Namespace) -> int:
+    from fleetflow.deploy import deploy, tighten
+
+    project = get_settings().project_dir
+    lines = tighten(project / "prefect.yaml") if args.tighten_only else deploy(project)
+    for line in lines:
+        print(line)
+    print(f"{len(lines)} deployments: unknown parameters and other inventories refused")
+    return 0
+
+
 def _check(args: argparse.Namespace) -> int:
     from fleetflow.check import check_project
 
@@ -264,7 +275,9 @@ _BENCHMARKS = {
 
 
 def _bench(args: argparse.Namespace) -> int:
-    script = get_settings().project_dir / "bench" / f"{args.benchmark}.py"
+    files = {"trigger": "trigger_latency", "lab": "lab_up"}
+    name = files.get(args.benchmark, args.benchmark)
+    script = get_settings().project_dir / "bench" / f"{name}.py"
     if not script.is_file():
         raise FleetflowError(f"{script} not found: run from a fleetflow checkout")
     extra = [a for a in args.options if a != "--"]
@@ -336,6 +349,16 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("benchmark", choices=list(_BENCHMARKS))
     bench.add_argument("options", nargs=argparse.REMAINDER, help="the benchmark's options")
     bench.set_defaults(handler=_bench)
+
+    deploy = commands.add_parser(
+        "deploy",
+        help="prefect deploy --all, then make every deployment refuse what callers may not send",
+    )
+    deploy.add_argument(
+        "--tighten-only", action="store_true",
+        help="only make the server's deployments strict (after deploying them another way)",
+    )  # fmt: skip
+    deploy.set_defaults(handler=_deploy)
 
     check = commands.add_parser("check", help="validate the repository without touching hosts")
     check.add_argument("--no-lint", action="store_true", help="skip yamllint and ansible-lint")

@@ -13,6 +13,7 @@
     ├── HostLockTimeout           the hosts stayed locked by other runs past the lock timeout
     ├── InBlackout                a blackout window is open over the hosts; nothing was run
     ├── SensorTimeout             a sensor's condition was not met within its timeout
+    ├── TimeLimitReached          the run's time limit passed before a playbook could start
     ├── AlertError                automations or alert channels could not be applied
     └── PlaybookRunError          the playbook ran and did not succeed; carries `.result`
         ├── PlaybookFailed          failed/unreachable hosts above max_fail_percentage
@@ -49,6 +50,7 @@ __all__ = [
     "PrerequisiteMissing",
     "SensorTimeout",
     "StackError",
+    "TimeLimitReached",
 ]
 
 
@@ -123,6 +125,11 @@ class PlaybookRunError(FleetflowError):
 
 class PlaybookFailed(PlaybookRunError):
     """Failed or unreachable hosts exceeded `max_fail_percentage`."""
+
+
+class TimeLimitReached(FleetflowError):
+    """The run's time limit (a deployment's `time_limit`) passed before a playbook started;
+    that playbook and the rest were not run."""
 
 
 class PlaybookTimedOut(PlaybookRunError):

@@ -21,6 +21,7 @@ from typing import Any
 
 from pydantic import SecretStr
 
+from fleetflow._variables import check_variables, unsafe_yaml
 from fleetflow.exceptions import (
     ConfigurationError,
     InventoryError,
@@ -33,16 +34,21 @@ __all__ = [
     "Preflight",
     "ansible_environment",
     "ansible_tool",
+    "host_addresses",
     "host_groups",
+    "inherited",
+    "inventory_names",
     "natural_key",
+    "playbook_names",
     "preflight",
     "resolve_inventory",
     "resolve_playbook",
-    "validate_extra_vars",
 ]
 
 _PLAYBOOK_SUFFIXES = (".yml", ".yaml")
 _HOST_LINE = re.compile(r"^ {6}(\S.*)$")
+# What a playbook or environment may be called to be chosen by name.
+_REPOSITORY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,99}$")
 
 
 @dataclass(frozen=True)
@@ -66,9 +72,25 @@ def ansible_tool(name: str) -> str:
     return found
 
 
+# What Ansible inherits from our environment; the rest (PREFECT_*, FLEETFLOW_*: the API
+# credential, the database URL, CI secrets) stays out of reach of its plugins and tasks.
+# FLEETFLOW_STACK_MARK (a directory's path) lets `stack down` find every process of its runs.
+_INHERITED = frozenset(
+    {"PATH", "HOME", "USER", "LOGNAME", "LANG", "TZ", "TERM", "TMPDIR", "SSH_AUTH_SOCK",
+     "FLEETFLOW_STACK_MARK"}
+)  # fmt: skip
+INHERITED_PREFIXES = ("ANSIBLE_", "LC_")
+
+
+def inherited(name: str) -> bool:
+    """Whether an environment variable of ours may reach Ansible."""
+    return name in _INHERITED or name.startswith(INHERITED_PREFIXES)
+
+
 def ansible_environment(project_dir: Path) -> dict[str, str]:
-    """Environment for Ansible commands: the project's ansible.cfg, strict parsing, keys checked."""
-    env = dict(os.environ)
+    """Environment for Ansible commands: the project's ansible.cfg, strict parsing, keys
+    checked, and only the allow-listed part of ours."""
+    env = {key: value for key, value in os.environ.items() if inherited(key)}
     cfg = project_dir / "ansible.cfg"
     if cfg.exists():
         env["ANSIBLE_CONFIG"] = str(cfg)
@@ -90,6 +112,28 @@ def _probe(path: Path, test: Callable[[Path], bool]) -> bool:
         return False
 
 
+def playbook_names(project_dir: Path) -> list[str]:
+    """The repository's playbooks by name: the stems of playbooks/*.yml (and *.yaml)."""
+    base = project_dir / "playbooks"
+    if not base.is_dir():
+        return []
+    found = {p.stem for p in base.iterdir() if p.suffix in _PLAYBOOK_SUFFIXES and p.is_file()}
+    return sorted(n for n in found if _REPOSITORY_NAME.match(n))
+
+
+def inventory_names(project_dir: Path) -> list[str]:
+    """The repository's environments by name: the directories under inventory/."""
+    base = project_dir / "inventory"
+    if not base.is_dir():
+        return []
+    return sorted(p.name for p in base.iterdir() if p.is_dir() and _REPOSITORY_NAME.match(p.name))
+
+
+def _shown(text: str, limit: int = 80) -> str:
+    """A caller's text quoted in a message, cut short: a message must stay a line."""
+    return repr(text if len(text) <= limit else text[:limit] + "...")
+
+
 def resolve_playbook(playbook: str | Path, project_dir: Path) -> Path:
     """A playbook name under playbooks/ ("site" or "site.yml") or a path to one."""
     text = str(playbook).strip()
@@ -103,7 +147,7 @@ def resolve_playbook(playbook: str | Path, project_dir: Path) -> Path:
             return candidate.resolve()
     known = sorted(p.stem for p in base.glob("*.y*ml")) if base.is_dir() else []
     raise PlaybookError(
-        f"playbook {text!r} not found (looked in {base}); known playbooks: "
+        f"playbook {_shown(text)} not found (looked in {base}); known playbooks: "
         f"{', '.join(known) or 'none'}"
     )
 
@@ -122,7 +166,7 @@ def resolve_inventory(inventory: str | Path, project_dir: Path) -> Path:
     base = project_dir / "inventory"
     known = sorted(p.name for p in base.iterdir() if p.is_dir()) if base.is_dir() else []
     raise InventoryError(
-        f"unknown inventory {text!r}: no such environment under {base} or path; "
+        f"unknown inventory {_shown(text)}: no such environment under {base} or path; "
         f"environments: {', '.join(known) or 'none'}"
     )
 
@@ -135,25 +179,6 @@ def _require_hosts_file(inventory: Path) -> None:
     if not sources:
         hint = " (the lab's is written by 'fleetflow lab up')" if inventory.name == "lab" else ""
         raise InventoryError(f"inventory {inventory} has no hosts file{hint}")
-
-
-def validate_extra_vars(extra_vars: Any) -> dict[str, Any]:
-    """extra_vars must be a JSON-serializable mapping with identifier-like string keys."""
-    if extra_vars is None:
-        return {}
-    if not isinstance(extra_vars, Mapping):
-        raise ConfigurationError(
-            f"extra_vars must be a mapping of variable names to values, "
-            f"got {type(extra_vars).__name__}"
-        )
-    for key in extra_vars:
-        if not isinstance(key, str) or not key.isidentifier():
-            raise ConfigurationError(f"extra_vars key {key!r} is not a valid variable name")
-    try:
-        json.dumps(extra_vars)
-    except (TypeError, ValueError) as exc:
-        raise ConfigurationError(f"extra_vars are not JSON-serializable: {exc}") from exc
-    return dict(extra_vars)
 
 
 def preflight(
@@ -170,10 +195,12 @@ def preflight(
     """Check a run request with Ansible itself; raise ConfigurationError on bad input."""
     playbook_path = resolve_playbook(playbook, project_dir)
     inventory_path = resolve_inventory(inventory, project_dir)
-    variables = validate_extra_vars(extra_vars)
+    # None: only the hosts are asked for (resolve_hosts); a run always passes a mapping.
+    variables = {} if extra_vars is None else check_variables(playbook_path, extra_vars)
     if limit is not None and not limit.strip():
         raise NoHostsMatched("limit is empty: give a host pattern or leave it unset")
-    with tempfile.TemporaryDirectory(prefix="ff-preflight-") as tmp:
+    # Named for the sweep that removes what a killed process left (fleetflow._sweep).
+    with tempfile.TemporaryDirectory(prefix=f"ff-preflight-{os.getpid()}-") as tmp:
         cmd = [ansible_tool("ansible-playbook"), "-i", str(inventory_path)]
         cmd += ["--list-hosts", "--list-tasks", str(playbook_path)]
         if limit:
@@ -183,9 +210,8 @@ def preflight(
         if skip_tags:
             cmd += ["--skip-tags", ",".join(skip_tags)]
         if variables:
-            # Through a 0600 file, never the command line (visible in ps).
-            vars_file = Path(tmp) / "extra_vars.json"
-            vars_file.write_text(json.dumps(variables))
+            # Through a 0600 file, never the command line (visible in ps); as data only.
+            vars_file = write_private(Path(tmp) / "extra_vars.yml", unsafe_yaml(variables))
             cmd += ["-e", f"@{vars_file}"]
         if vault_password is not None:
             vault_file = write_private(Path(tmp) / "vault", vault_password.get_secret_value())
@@ -269,6 +295,25 @@ def host_groups(inventory: Path, project_dir: Path, timeout: float = 60) -> dict
     except (OSError, subprocess.TimeoutExpired):
         return {}
     return parse_graph(proc.stdout) if proc.returncode == 0 else {}
+
+
+def host_addresses(inventory: Path, project_dir: Path, timeout: float = 60) -> set[str]:
+    """Every host's name and `ansible_host` address, from `ansible-inventory --list`.
+
+    The vault is not opened (no password here): a vaulted `ansible_host` is not listed.
+    """
+    argv = [ansible_tool("ansible-inventory"), "-i", str(inventory), "--list"]
+    try:
+        proc = subprocess.run(
+            argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, cwd=project_dir,
+            env=ansible_environment(project_dir), check=False, timeout=timeout,
+        )  # fmt: skip
+        hostvars = json.loads(proc.stdout or "{}").get("_meta", {}).get("hostvars", {})
+    except (OSError, subprocess.TimeoutExpired, ValueError) as exc:
+        raise InventoryError(f"cannot list the hosts of {inventory}: {exc}") from exc
+    found = set(hostvars)
+    found.update(str(v["ansible_host"]) for v in hostvars.values() if "ansible_host" in v)
+    return found
 
 
 def parse_graph(text: str) -> dict[str, list[str]]:

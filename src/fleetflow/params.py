@@ -7,38 +7,160 @@ shows the limits; the same constraints are checked again when the flow starts.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
+from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, GetJsonSchemaHandler
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema
+
+from fleetflow._variables import RESERVED_NAMES
+from fleetflow.inventory import inventory_names, playbook_names
+from fleetflow.settings import get_settings
 
 __all__ = [
+    "DEFAULT_TIME_LIMIT",
+    "PLAIN_TEXT",
     "ApprovalTimeout",
     "Approvers",
     "BatchSize",
     "HostPattern",
     "Inventory",
     "Percentage",
+    "Playbook",
     "Retries",
     "RetryDelay",
+    "Script",
+    "SecretName",
     "Step",
+    "Tags",
+    "TimeLimit",
+    "Variables",
     "Version",
 ]
 
+# No control characters (NUL made the server answer 503; others hide text in logs).
+PLAIN_TEXT = r"^[^\x00-\x1f\x7f]*$"
+_PLAIN = re.compile(PLAIN_TEXT)
+
+
+class _Choices:
+    """Publishes the repository's names as the schema's choices (the UI's dropdown, and the
+    server's check at trigger time), read when the schema is made: at deploy time."""
+
+    def __init__(self, names: Callable[[Path], list[str]]) -> None:
+        self.names = names
+
+    def __get_pydantic_json_schema__(
+        self, schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        found = handler(schema)
+        found["enum"] = self.names(get_settings().project_dir)
+        return found
+
+
+def _known(kind: str, names: Callable[[Path], list[str]]) -> Any:
+    """Checked again when the flow starts: a server told to skip its schema check (the API
+    allows it) still cannot hand the flow a path."""
+
+    def check(value: str) -> str:
+        known = names(get_settings().project_dir)
+        if value not in known:
+            shown = value if len(value) <= 80 else value[:80] + "..."
+            raise ValueError(f"unknown {kind} {shown!r}; choose one of: {', '.join(known)}")
+        return value
+
+    return AfterValidator(check)
+
+
+Playbook = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=100,
+        description="A playbook of the repository (playbooks/<name>.yml), by name.",
+    ),
+    _Choices(playbook_names),
+    _known("playbook", playbook_names),
+]
+
+
+def script_names(project_dir: Path) -> list[str]:
+    """The repository's maintenance scripts: the files in scripts/."""
+    base = project_dir / "scripts"
+    if not base.is_dir():
+        return []
+    found = (p.name for p in base.iterdir() if p.is_file() and not p.name.startswith("."))
+    return sorted(n for n in found if re.match(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}$", n))
+
+
+Script = Annotated[
+    str,
+    Field(min_length=1, max_length=100, description="A script of the repository's scripts/."),
+    _Choices(script_names),
+    _known("script", script_names),
+]
 Inventory = Annotated[
     str,
     Field(
         min_length=1,
-        max_length=255,
-        pattern=r"^[^\s]+$",
-        description="Environment under inventory/ (lab, staging, prod) or a path to one.",
+        max_length=100,
+        description="An environment of the repository (inventory/<name>/), by name.",
     ),
+    _Choices(inventory_names),
+    _known("inventory", inventory_names),
 ]
 HostPattern = Annotated[
     str,
     Field(
         min_length=1,
         max_length=1000,
+        pattern=r"^[^\x00-\x20\x7f]+$",
         description="Ansible host pattern: all, web, db-01, 'web:&eu', 'all:!db-02'.",
+    ),
+]
+
+
+_Text = Annotated[str, Field(max_length=10_000, pattern=PLAIN_TEXT)]
+_Scalar = _Text | int | float | bool
+Variables = Annotated[
+    # Scalars and lists of them: what a playbook can declare (fleetflow._variables).
+    dict[Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,63}$")], _Scalar | list[_Scalar]],
+    Field(
+        max_length=50,
+        description=(
+            "Variables the playbook declares (playbooks/params/<name>.yml); taken as values, "
+            "never as templates. Anything else is refused before any host is touched."
+        ),
+        json_schema_extra={
+            "additionalProperties": False,
+            # Refused by the server too (the flow refuses them again before any host).
+            "propertyNames": {
+                "not": {"anyOf": [{"pattern": "^(ansible_|_)"}, {"enum": sorted(RESERVED_NAMES)}]}
+            },
+        },
+    ),
+]
+Tags = Annotated[
+    list[Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]],
+    Field(max_length=50, description="Only tasks with these tags (Ansible --tags)."),
+]
+SecretName = Annotated[
+    str,
+    Field(
+        pattern=r"^[a-z0-9][a-z0-9-]{0,99}$",
+        description="Name of a Prefect Secret block (only the name is stored with the run).",
+    ),
+]
+DEFAULT_TIME_LIMIT = 4 * 3600
+TimeLimit = Annotated[
+    int,
+    Field(
+        ge=60,
+        le=24 * 3600,
+        description="Seconds the whole run may take (at most a day); then it is stopped.",
     ),
 ]
 Retries = Annotated[
@@ -61,7 +183,7 @@ ApprovalTimeout = Annotated[
     ),
 ]
 Approvers = Annotated[
-    list[Annotated[str, Field(min_length=1, max_length=100)]],
+    list[Annotated[str, Field(min_length=1, max_length=100, pattern=PLAIN_TEXT)]],
     Field(max_length=100, description="Only these names may approve or reject (default: anyone)."),
 ]
 BatchSize = Annotated[int, Field(ge=1, le=1000, description="Hosts changed at once.")]
@@ -84,10 +206,12 @@ class Step(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    playbook: Annotated[str, Field(min_length=1, description="Name under playbooks/ or a path.")]
-    name: Annotated[str, Field(max_length=100, description="What the step does.")] = ""
+    playbook: Playbook
+    name: Annotated[
+        str, Field(max_length=100, pattern=PLAIN_TEXT, description="What the step does.")
+    ] = ""
     limit: HostPattern | None = None
-    extra_vars: dict[str, Any] = Field(default_factory=dict)
+    extra_vars: Variables = Field(default_factory=dict)
 
     @property
     def title(self) -> str:

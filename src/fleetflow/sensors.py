@@ -37,8 +37,10 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from fleetflow._event_reader import EventReader, default_since
 from fleetflow.exceptions import ConfigurationError, SensorTimeout
+from fleetflow.inventory import host_addresses, resolve_inventory
 from fleetflow.params import HostPattern
 from fleetflow.results import HostStatus, PlaybookResult, RunStatus
+from fleetflow.settings import get_settings
 from fleetflow.tasks import run_playbook
 
 __all__ = [
@@ -391,7 +393,14 @@ class FileCondition(_Wait):
     """A file present (or absent) on the target hosts."""
 
     kind: Literal["file"] = "file"
-    path: Annotated[str, Field(pattern=r"^/", description="Absolute path on the hosts.")]
+    path: Annotated[
+        str,
+        Field(
+            max_length=4096,
+            pattern=r"^/[^\x00-\x1f\x7f]*$",
+            description="Absolute path on the hosts.",
+        ),
+    ]
     present: bool = Field(default=True, description="Wait for the file to exist (else: be gone).")
     limit: HostPattern | None = Field(default=None, description="Hosts (default: the flow's).")
 
@@ -400,7 +409,15 @@ class PortCondition(_Wait):
     """A TCP port accepting connections from the worker."""
 
     kind: Literal["port"] = "port"
-    host: Annotated[str, Field(min_length=1, description="Host name or address.")]
+    host: Annotated[
+        str,
+        Field(
+            min_length=1,
+            max_length=255,
+            pattern=r"^[A-Za-z0-9_.:-]+$",
+            description="A host of the inventory: its name or address.",
+        ),
+    ]
     port: Annotated[int, Field(ge=1, le=65535)]
 
 
@@ -408,7 +425,14 @@ class HttpCondition(_Wait):
     """A URL answering a GET (from the worker) with an awaited status."""
 
     kind: Literal["http"] = "http"
-    url: Annotated[str, Field(pattern=r"^https?://", description="http(s):// URL.")]
+    url: Annotated[
+        str,
+        Field(
+            max_length=2000,
+            pattern=r"^https?://[^\x00-\x20\x7f]+$",
+            description="http(s):// URL of a host of the inventory.",
+        ),
+    ]
     status: int | list[int] = Field(default=200, description="Status, or any of these.")
     verify_tls: bool = True
 
@@ -417,14 +441,35 @@ class EventCondition(_Wait):
     """A Prefect event, from the start of the flow run on."""
 
     kind: Literal["event"] = "event"
-    event: Annotated[str, Field(min_length=1, description="Event name; a prefix if it ends in *.")]
-    resource_id: str | None = Field(default=None, description="Exact, or a prefix ending in *.")
+    event: Annotated[
+        str,
+        Field(
+            min_length=1,
+            max_length=500,
+            pattern=r"^[^\x00-\x1f\x7f]+$",
+            description="Event name; a prefix if it ends in *.",
+        ),
+    ]
+    resource_id: Annotated[str, Field(max_length=500, pattern=r"^[^\x00-\x1f\x7f]+$")] | None = (
+        Field(default=None, description="Exact, or a prefix ending in *.")
+    )
     payload: dict[str, Any] | None = Field(default=None, description="Keys that must be equal.")
 
 
 Condition = Annotated[
     FileCondition | PortCondition | HttpCondition | EventCondition, Field(discriminator="kind")
 ]
+
+
+def _require_inventory_host(condition: PortCondition | HttpCondition, inventory: str) -> None:
+    host = condition.host if isinstance(condition, PortCondition) else httpx.URL(condition.url).host
+    project_dir = get_settings().project_dir
+    known = host_addresses(resolve_inventory(inventory, project_dir), project_dir)
+    if host not in known:
+        raise ConfigurationError(
+            f"{condition.kind} condition: {host[:100]!r} is not a host of inventory {inventory}; "
+            "conditions may only wait for the inventory's hosts"
+        )
 
 
 def wait_for_condition(
@@ -434,8 +479,14 @@ def wait_for_condition(
     limit: str | None = None,
 ) -> FileSeen | PortSeen | HttpSeen | EventSeen:
     """Run the sensor of `condition` as a task of the current flow; `limit` is the file
-    condition's default host pattern."""
+    condition's default host pattern.
+
+    A condition comes from whoever triggered the run: port and HTTP conditions may only
+    reach hosts of `inventory` (the worker must not probe anything else on its network).
+    """
     timeout, poll = condition.timeout, condition.poll_interval
+    if isinstance(condition, PortCondition | HttpCondition):
+        _require_inventory_host(condition, inventory)
     match condition:
         case FileCondition():
             return wait_for_file(

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import re
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
+from contextvars import ContextVar
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, cast
@@ -38,16 +39,45 @@ from fleetflow.exceptions import (
     PlaybookFailed,
     PlaybookRunError,
     PlaybookTimedOut,
+    TimeLimitReached,
 )
-from fleetflow.inventory import host_groups, resolve_inventory
+from fleetflow.inventory import host_groups, preflight, resolve_inventory
 from fleetflow.policy import RetryPolicy
 from fleetflow.results import PlaybookResult, RunStatus
-from fleetflow.secrets import RunSecrets, mask
+from fleetflow.secrets import Masker, RunSecrets
 from fleetflow.settings import FleetflowSettings, get_settings
 
-__all__ = ["resolve_hosts", "run_playbook"]
+__all__ = ["resolve_hosts", "run_playbook", "time_limit"]
 
 logger = logging.getLogger(__name__)
+# (deadline on the monotonic clock, the limit in seconds) of the flow run, if it has one.
+_DEADLINE: ContextVar[tuple[float, float] | None] = ContextVar("fleetflow_deadline", default=None)
+
+
+@contextmanager
+def time_limit(seconds: float) -> Iterator[None]:
+    """Bound every run_playbook inside (tasks submitted from here too: Prefect copies the
+    context into its task threads): each gets at most what is left, and none starts once
+    the limit has passed (TimeLimitReached)."""
+    token = _DEADLINE.set((time.monotonic() + seconds, seconds))
+    try:
+        yield
+    finally:
+        _DEADLINE.reset(token)
+
+
+def _bounded(timeout: float | None) -> float | None:
+    """The run's timeout within the flow's time limit."""
+    limit = _DEADLINE.get()
+    if limit is None:
+        return timeout
+    remaining = limit[0] - time.monotonic()
+    if remaining < 1:
+        raise TimeLimitReached(
+            f"the run's time limit of {limit[1]:.0f} s has passed; this playbook was not run"
+        )
+    return remaining if timeout is None else min(timeout, remaining)
+
 
 _ERRORS: dict[RunStatus, type[PlaybookRunError]] = {
     RunStatus.FAILED: PlaybookFailed,
@@ -89,11 +119,25 @@ def _progress_artifact(description: str, interval: float = 1.0) -> Iterator[list
 
 
 def _mask_result(result: PlaybookResult, values: list[str]) -> PlaybookResult:
-    """The result with secret values masked everywhere (messages, outputs), also JSON-escaped."""
+    """The result with secret values masked in every string of it, in every form.
+
+    String by string, not on its JSON text: a mask there could cut a JSON escape in two
+    (a secret starting with "n" after a backslash) and break the document.
+    """
     if not values:
         return result
-    forms = sorted({*values, *(json.dumps(v)[1:-1] for v in values)}, key=len, reverse=True)
-    return PlaybookResult.model_validate_json(mask(result.model_dump_json(), forms))
+    masker = Masker(values)
+
+    def walk(value: Any) -> Any:
+        if isinstance(value, str):
+            return masker(value)
+        if isinstance(value, dict):
+            return {masker(k): walk(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [walk(v) for v in value]
+        return value
+
+    return PlaybookResult.model_validate(walk(result.model_dump(mode="json")))
 
 
 @task(name="run_playbook", task_run_name="ansible: {playbook}", cache_policy=NO_CACHE)
@@ -128,7 +172,9 @@ def run_playbook(
         inventory: Environment under inventory/ ("lab", "staging") or a path.
         limit: Ansible host pattern narrowing the run ("web:&eu", "db-01").
         tags / skip_tags: Only run / skip tasks with these tags.
-        extra_vars: Variables for the playbook (a mapping; passed through a 0600 file).
+        extra_vars: Variables the playbook declares (playbooks/params/<playbook>.yml);
+            anything else is refused. They reach Ansible as values, never as templates
+            (every string !unsafe), through a 0600 file in the run's private dir.
         check / diff: Ansible's --check and --diff.
         forks: Parallel hosts; default: the number of targeted hosts, at most 50.
         become: Ansible's --become.
@@ -151,7 +197,9 @@ def run_playbook(
             Check-mode runs are never held back.
 
     Bad input (unknown playbook or inventory, syntax errors, a limit matching no host,
-    extra_vars that are not a mapping) raises ConfigurationError before any host is touched.
+    undeclared or ill-typed extra_vars, Ansible's connection or magic variables) raises
+    ConfigurationError before any host is touched. Inside `time_limit`, the run gets at
+    most what is left of it.
     """
     settings = get_settings()
     secrets = RunSecrets.load(ssh_key_secret, become_password_secret, vault_password_secret)
@@ -168,7 +216,7 @@ def run_playbook(
         diff=diff,
         forks=forks,
         become=become,
-        timeout=timeout,
+        timeout=_bounded(timeout),
         max_fail_percentage=max_fail_percentage,
         retry=retry or RetryPolicy(),
         run_dir=settings.run_dir,
@@ -252,13 +300,13 @@ def resolve_hosts(
     *,
     inventory: str = "lab",
     limit: str | None = None,
+    extra_vars: dict[str, Any] | None = None,
     project_dir: Path | None = None,
 ) -> list[str]:
-    """The hosts a playbook would run on, resolved by Ansible without contacting them."""
-    request = PlaybookRequest(
-        playbook=playbook,
-        inventory=inventory,
-        project_dir=(project_dir or get_settings().project_dir).resolve(),
-        limit=limit,
-    )
-    return list(check_request(request).hosts)
+    """The hosts a playbook would run on, resolved by Ansible without contacting them.
+
+    With `extra_vars`, they are checked as a run would check them (a runbook checks every
+    step before the first runs); without, the playbook's variables are not looked at.
+    """
+    project = (project_dir or get_settings().project_dir).resolve()
+    return list(preflight(playbook, inventory, project, limit=limit, extra_vars=extra_vars).hosts)

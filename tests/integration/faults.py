@@ -14,7 +14,7 @@ from typing import Any
 
 from fleetflow.lab import Lab
 
-from .stacks import BIN, FIXTURES, RunningStack, running_stack
+from .stacks import BIN, RunningStack, running_stack
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +23,8 @@ work_pool: {name: fleetflow, queues: [{name: lab}]}
 workers: [{name: worker-faults, queues: [lab]}]
 worker_poll_seconds: 1
 """
-HOLD, TICKS, BEATS = (str(FIXTURES / f"{n}.yml") for n in ("hold", "ticks", "beats"))
+# Test playbooks, by name in the stack's repository (tests/project.py).
+HOLD, TICKS, BEATS = "hold", "ticks", "beats"
 HOLD_LOG, TICKS_LOG = "/var/tmp/ff-hold.log", "/var/tmp/ff-ticks.log"
 CURRENT = "readlink /opt/payments-api/current"
 

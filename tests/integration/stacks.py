@@ -20,6 +20,7 @@ import httpx
 import psycopg2
 
 from ..conftest import REPO
+from ..project import make_project
 
 BIN = Path(sys.executable).parent
 FIXTURES = REPO / "tests" / "fixtures" / "playbooks"
@@ -44,11 +45,13 @@ class RunningStack:
     directory: Path
     database: str
     inventory: str
+    project: Path = REPO  # the repository its commands run in (FLEETFLOW_PROJECT_DIR)
 
     def cli(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             # stdin: the prefect CLI makes its stdin non-blocking, which would leak to us.
-            [*args], cwd=REPO, env=self.env, stdin=subprocess.DEVNULL, capture_output=True,
+            [*args], cwd=self.project, env=self.env, stdin=subprocess.DEVNULL,
+            capture_output=True,
             text=True,
             timeout=timeout, check=False,
         )  # fmt: skip
@@ -78,6 +81,8 @@ class RunningStack:
         )
         done = self.cli(sys.executable, "-c", script)
         assert done.returncode == 0, done.stdout + done.stderr
+        tighten = self.cli(str(BIN / "fleetflow"), "deploy", "--tighten-only")
+        assert tighten.returncode == 0, tighten.stdout + tighten.stderr
 
     def up(self) -> None:
         """`fleetflow stack up` again: starts what is not running (a killed worker, server)."""
@@ -148,6 +153,21 @@ class RunningStack:
             time.sleep(1)
 
 
+def lab_ansible(inventory: Path, needle: str = "ansible") -> list[int]:
+    """Processes running Ansible on the lab whose inventory is `inventory`, with `needle` in
+    their command line. Found by command line, not by the stack's mark: Ansible's
+    environment is allow-listed (fleetflow.inventory.inherited), without the mark."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if entry.name.isdigit() and str(inventory) in cmdline and needle in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -163,9 +183,17 @@ def _drop_database(name: str) -> None:
 
 
 @contextmanager
-def running_stack(directory: Path, inventory: str, config: str = CONFIG) -> Iterator[RunningStack]:
-    """`fleetflow stack up` in `directory` on a fresh database, deployed; always stopped."""
+def running_stack(
+    directory: Path, inventory: str, config: str = CONFIG, more: dict[str, Path] | None = None
+) -> Iterator[RunningStack]:
+    """`fleetflow stack up` in `directory` on a fresh database, deployed; always stopped.
+
+    Its repository (tests.project) has the test playbooks and `inventory` (a lab's
+    inventory directory) as the environment `lab` (`stack.inventory`), and `more`
+    environments if given.
+    """
     (directory / "stack.yaml").write_text(config)
+    project = make_project(directory / "project", {"lab": Path(inventory), **(more or {})})
     database = f"fleetflow_test_{os.getpid()}_{directory.name}".replace("-", "_")[:60]
     port = free_port()
     env = {
@@ -176,11 +204,12 @@ def running_stack(directory: Path, inventory: str, config: str = CONFIG) -> Iter
         "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
         "FLEETFLOW_API_AUTH": AUTH,
         "PREFECT_API_AUTH_STRING": AUTH,
+        "FLEETFLOW_PROJECT_DIR": str(project),
     }
-    running = RunningStack(env, directory, database, inventory)
+    running = RunningStack(env, directory, database, "lab", project)
     try:
         running.up()
-        deploy = running.cli(str(BIN / "prefect"), "deploy", "--all")
+        deploy = running.cli(str(BIN / "fleetflow"), "deploy")
         assert deploy.returncode == 0, deploy.stdout + deploy.stderr
         yield running
     finally:

@@ -13,7 +13,7 @@ import pytest
 from fleetflow.lab import Lab
 
 from .receivers import ALL, Inbox
-from .stacks import BIN, FIXTURES, RunningStack, running_stack
+from .stacks import BIN, RunningStack, running_stack
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 log = logging.getLogger(__name__)
@@ -57,8 +57,7 @@ def test_failed_run_alerts_every_channel_once_with_the_failed_host(
     inventory = stack.inventory
     ok_code, ok_run, _ = stack.trigger("playbook/lab", True, playbook="ping", inventory=inventory)
     assert ok_code == 0
-    mixed = str(FIXTURES / "mixed.yml")
-    code, run_id, _ = stack.trigger("playbook/lab", True, playbook=mixed, inventory=inventory)
+    code, run_id, _ = stack.trigger("playbook/lab", True, playbook="mixed", inventory=inventory)
     assert code != 0
     name = _run_name(stack, run_id)
     failed_at = stack.wait_final(run_id)[run_id][2].timestamp()

@@ -17,12 +17,12 @@ import pytest
 from fleetflow.lab import Lab
 
 from .faults import CONFIG, new_tag, report
-from .stacks import FIXTURES, RunningStack, running_stack
+from .stacks import RunningStack, running_stack
 from .vault import vault_encrypt
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-CHANGE = str(FIXTURES / "change.yml")
+CHANGE = "change"  # tests/fixtures/playbooks/change.yml, by name
 CONF = "/var/tmp/ff-change.conf"
 VAULT_SECRET = "change-vault"
 VAULT_PASSWORD = secrets.token_urlsafe(16)

@@ -35,7 +35,7 @@ from .faults import (
     wait_state,
 )
 from .receivers import ALL, Inbox
-from .stacks import BIN, FIXTURES, RunningStack
+from .stacks import BIN, RunningStack, lab_ansible
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -114,7 +114,7 @@ def test_2b_missing_file_fails_every_host_with_its_path_and_reruns_once_added(
     stack: RunningStack, lab: Lab, inbox: tuple[Inbox, dict[str, str]], tmp_path: Path
 ) -> None:
     source = tmp_path / "app.conf"
-    params = {"playbook": str(FIXTURES / "needs_file.yml"), "inventory": stack.inventory,
+    params = {"playbook": "needs_file", "inventory": stack.inventory,
               "extra_vars": {"source": str(source)}}  # fmt: skip
     run_id = stack.create_run("playbook/lab", **params)
     failed_at = wait_state(stack, run_id, "FAILED")
@@ -170,7 +170,8 @@ def test_3_killed_worker_run_is_crashed_alerted_unlocked_and_rerun(
         extra_vars={"tag": tag, "count": 600},
     )  # fmt: skip
     wait_on_host(lab, host, TICKS_LOG, f"tick {tag} 3")
-    orphans = _kill_worker_side(stack, spare="ticks.yml")
+    running = lab_ansible(lab.inventory_dir, "ticks.yml")
+    orphans = sorted({*_kill_worker_side(stack, spare="ticks.yml"), *running})
     killed_at = time.time()
     try:
         assert orphans, "ansible-playbook was not running"
@@ -278,8 +279,7 @@ def test_5_postgres_restart_mid_run_recovers_without_manual_steps(
 def test_8_failed_runbook_retried_resumes_at_the_failed_step(stack: RunningStack, lab: Lab) -> None:
     tag = new_tag()
     ready = f"/var/tmp/ff-ready-{tag}"
-    step = str(FIXTURES / "step.yml")
-    steps = [{"playbook": step, "name": f"Step {n}", "extra_vars": {"tag": tag, "step": n}}
+    steps = [{"playbook": "step", "name": f"Step {n}", "extra_vars": {"tag": tag, "step": n}}
              for n in range(1, 5)]  # fmt: skip
     steps[2]["extra_vars"]["require"] = ready  # type: ignore[index]
     run_id = stack.create_run("runbook/lab", inventory=stack.inventory, steps=steps)

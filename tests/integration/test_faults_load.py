@@ -25,7 +25,7 @@ from .faults import (
     report,
 )
 from .receivers import Inbox
-from .stacks import FIXTURES, RunningStack
+from .stacks import RunningStack
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -53,8 +53,18 @@ def fleet50(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
         fleet.down()
 
 
+@pytest.fixture
+def stack50(
+    fleet50: Lab, inbox: tuple[Inbox, dict[str, str]], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RunningStack]:
+    """A stack whose `lab` environment is the 50-host fleet: deployments run on their own
+    environment only (playbook/lab on lab), so the fleet gets a stack of its own."""
+    with faults_stack(fleet50, tmp_path_factory.mktemp("faults50"), inbox[1]) as running:
+        yield running
+
+
 def test_6_twenty_runs_at_once_over_50_hosts_all_end_none_doubles_a_host(
-    stack: RunningStack, fleet50: Lab
+    stack50: RunningStack, fleet50: Lab
 ) -> None:
     names = [h.name for h in fleet50.hosts()]
     # Runs 2k and 2k+1 share hosts 5k+1..5k+4 of block 5k..5k+4: ten pairs over 50 hosts,
@@ -62,16 +72,16 @@ def test_6_twenty_runs_at_once_over_50_hosts_all_end_none_doubles_a_host(
     plan = {f"r{i:02d}": names[5 * (i // 2) + i % 2 : 5 * (i // 2) + 5] for i in range(RUNS)}
     started = time.time()
     ids = {
-        tag: stack.create_run(
+        tag: stack50.create_run(
             "playbook/lab",
             playbook=HOLD,
-            inventory=str(fleet50.inventory_dir),
+            inventory=stack50.inventory,
             limit=",".join(hosts),
             extra_vars={"tag": tag, "seconds": 1},
         )
         for tag, hosts in plan.items()
     }
-    runs = stack.wait_final(*ids.values(), timeout=600)
+    runs = stack50.wait_final(*ids.values(), timeout=600)
     assert sorted(r[0] for r in runs.values()) == ["COMPLETED"] * RUNS, runs
     elapsed = max(r[2].timestamp() for r in runs.values()) - started
     for host in names:
@@ -93,7 +103,7 @@ def _every_flow(stack: RunningStack, lab: Lab, tag: str) -> dict[str, dict[str, 
     share a host, and all can run at once."""
     web, db, batch = (h.name for h in lab.hosts())
     marker = {"path": "/var/tmp/ff-idempotent", "content": tag}
-    write = {"playbook": str(FIXTURES / "write_file.yml"), "name": "Write the marker",
+    write = {"playbook": "write_file", "name": "Write the marker",
              "limit": db, "extra_vars": marker}  # fmt: skip
     inventory = stack.inventory
     return {

@@ -2,24 +2,38 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from flows.rolling_update import rolling_update
 from flows.run_script import run_script
 from flows.runbook import runbook
+from prefect.exceptions import ParameterTypeError
+from pydantic import ValidationError
 
 from fleetflow import ConfigurationError, HostStatus, PlaybookFailed
 from fleetflow.lab import Lab
 from fleetflow.params import Step
 
-from ..conftest import REPO
+from ..project import FIXTURE_PLAYBOOKS, make_project
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_server")]
 CURRENT = "readlink /opt/payments-api/current"
-FIXTURES = REPO / "tests" / "fixtures" / "playbooks"
+
+
+@pytest.fixture(scope="module")
+def project(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The repository the flows run in: the lab as environment `lab`, the test playbooks."""
+    return make_project(tmp_path_factory.mktemp("project"), {"lab": lab.inventory_dir})
+
+
+@pytest.fixture(autouse=True)
+def in_project(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FLEETFLOW_PROJECT_DIR", str(project))
 
 
 def test_run_script_collects_output_per_host_and_fails_the_broken_one(lab: Lab) -> None:
-    inventory = str(lab.inventory_dir)
+    inventory = "lab"
     broken = lab.hosts()[1].name
     for host in lab.hosts():  # earlier tests may have run this script already
         lab.ssh(host.name, "rm -f /var/log/fleetflow/scripts/service_check.sh.log")
@@ -50,13 +64,25 @@ def test_run_script_collects_output_per_host_and_fails_the_broken_one(lab: Lab) 
     assert "rc=0" in log.stdout
 
 
-def test_run_script_refuses_unknown_script(lab: Lab) -> None:
-    with pytest.raises(ConfigurationError, match=r"unknown script 'rm-rf\.sh'"):
-        run_script("rm-rf.sh", inventory=str(lab.inventory_dir))
+def test_run_script_refuses_unknown_script() -> None:
+    with pytest.raises(ParameterTypeError, match=r"unknown script 'rm-rf\.sh'"):
+        run_script("rm-rf.sh", inventory="lab")
+
+
+def test_flows_take_inventories_and_playbooks_by_name_only(lab: Lab) -> None:
+    """Paths are refused when the flow is called, before any host is touched."""
+    with pytest.raises(ParameterTypeError, match="unknown inventory"):
+        run_script("service_check.sh", inventory=str(lab.inventory_dir))
+    with pytest.raises(ParameterTypeError, match="unknown inventory"):
+        rolling_update("2.0.0", hosts="all", inventory=str(lab.inventory_dir))
+    with pytest.raises(ValidationError, match="unknown playbook"):
+        Step(playbook=str(FIXTURE_PLAYBOOKS / "write_file.yml"))
+    with pytest.raises(ValidationError, match="unknown playbook 'no_such_playbook'"):
+        Step(playbook="no_such_playbook")
 
 
 def test_rolling_update_deploys_batch_by_batch_and_stops_on_a_failed_batch(lab: Lab) -> None:
-    inventory = str(lab.inventory_dir)
+    inventory = "lab"
     hosts = [h.name for h in lab.hosts()]
     report = rolling_update("2.0.0", hosts="all", inventory=inventory, batch_size=1)
     assert [b["health"] for b in report["batches"]] == ["completed"] * 3
@@ -79,7 +105,7 @@ def test_rolling_update_deploys_batch_by_batch_and_stops_on_a_failed_batch(lab: 
 
 
 def test_rolling_update_changes_nothing_when_preflight_fails(lab: Lab) -> None:
-    inventory = str(lab.inventory_dir)
+    inventory = "lab"
     hosts = [h.name for h in lab.hosts()]
     before = [lab.ssh(h, CURRENT).stdout for h in hosts]
     flag = "mkdir -p /etc/fleetflow && touch /etc/fleetflow/unhealthy"
@@ -98,12 +124,28 @@ def test_runbook_checks_every_step_before_running_any(lab: Lab) -> None:
     lab.ssh(host, "rm -f /var/tmp/ff-runbook-first")
     steps = [
         Step(
-            playbook=str(FIXTURES / "write_file.yml"),
+            playbook="write_file",
             limit=host,
             extra_vars={"path": "/var/tmp/ff-runbook-first", "content": "ran"},
         ),
-        Step(playbook="no_such_playbook", name="Deploy"),
+        # An unknown playbook is refused earlier, as a parameter (above): a limit that
+        # matches no host is what only the hosts' inventory can tell.
+        Step(playbook="ping", name="Deploy", limit="no-such-host"),
     ]
-    with pytest.raises(ConfigurationError, match=r"step 2 \(Deploy\): .*no_such_playbook"):
-        runbook(steps, inventory=str(lab.inventory_dir))
+    with pytest.raises(ConfigurationError, match=r"step 2 \(Deploy\): .*matches no host"):
+        runbook(steps, inventory="lab")
     assert lab.ssh(host, "test -e /var/tmp/ff-runbook-first").returncode == 1
+
+
+def test_runbook_checks_every_steps_variables_before_running_any(lab: Lab) -> None:
+    """A later step's undeclared variable is refused before the first step runs."""
+    host = lab.hosts()[0].name
+    lab.ssh(host, "rm -f /var/tmp/ff-runbook-vars")
+    steps = [
+        Step(playbook="write_file", limit=host,
+             extra_vars={"path": "/var/tmp/ff-runbook-vars", "content": "ran"}),
+        Step(playbook="ping", name="Ping", limit=host, extra_vars={"colour": "red"}),
+    ]  # fmt: skip
+    with pytest.raises(ConfigurationError, match=r"step 2 \(Ping\): .*'colour' is not a variable"):
+        runbook(steps, inventory="lab")
+    assert lab.ssh(host, "test -e /var/tmp/ff-runbook-vars").returncode == 1

@@ -18,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from fleetflow.lab import Lab
 
-from .stacks import BIN, FIXTURES, RunningStack, free_port, running_stack
+from .stacks import BIN, RunningStack, free_port, running_stack
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 log = logging.getLogger(__name__)
@@ -50,9 +50,8 @@ def runs(stack: RunningStack, lab: Lab) -> dict[str, str]:
     ids = {}
     code, ids["ok"], _ = stack.trigger("playbook/lab", True, playbook="ping", inventory=inventory)
     assert code == 0
-    mixed = str(FIXTURES / "mixed.yml")
     code, ids["failed"], _ = stack.trigger(
-        "playbook/lab", True, playbook=mixed, inventory=inventory
+        "playbook/lab", True, playbook="mixed", inventory=inventory
     )
     assert code != 0
     lab.cut(batch)
@@ -112,7 +111,7 @@ def scraped(stack: RunningStack, runs: dict[str, str]) -> Samples:
 def test_a_scrape_shows_the_exact_counts_of_real_runs(
     scraped: Samples, stack: RunningStack, lab: Lab
 ) -> None:
-    inv = lab.inventory_dir.name
+    inv = stack.inventory  # labels are the repository's names (the environment "lab")
     web, db, batch = (h.group for h in lab.hosts())
 
     def value(name: str, **labels: str) -> float:
@@ -174,7 +173,7 @@ def test_a_hosts_history_lists_its_runs_newest_first(
     ]
     assert all(r["flow_run"] and r["time"] for r in records)
     table = stack.cli(str(BIN / "fleetflow"), "history", batch).stdout
-    assert table.splitlines()[1].split()[1:4] == ["ping", lab.inventory_dir.name, "unreachable"]
+    assert table.splitlines()[1].split()[1:4] == ["ping", stack.inventory, "unreachable"]
     nobody = stack.cli(str(BIN / "fleetflow"), "history", "no-such-host").stdout
     assert "no playbook run on no-such-host is on record" in nobody
 

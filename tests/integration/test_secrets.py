@@ -53,6 +53,16 @@ def _vaulted_inventory(lab: Lab, tmp_path: Path, vault_password: str, token: str
     return inventory
 
 
+def _logging_in_as(inventory: Path, host: str, user: str, tmp_path: Path) -> Path:
+    """A copy of `inventory` logging in to `host` as `user` (host_vars): connection
+    variables are the inventory's to set, never a caller's extra_vars."""
+    copied = tmp_path / f"inventory-{user}"
+    shutil.copytree(inventory, copied)
+    (copied / "host_vars").mkdir(exist_ok=True)
+    (copied / "host_vars" / f"{host}.yml").write_text(f"ansible_user: {user}\n")
+    return copied
+
+
 def _files_containing(needles: list[bytes], roots: list[Path]) -> list[str]:
     hits = []
     for root in roots:
@@ -112,19 +122,18 @@ def test_every_secret_kind_is_used_and_found_nowhere(lab: Lab, tmp_path: Path) -
     made = subprocess.run([*lab.ssh_args(host), setup], input=f"root:{become}\n",
                           capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
     assert made.returncode == 0, made.stderr
+    as_ffbecome = str(_logging_in_as(inventory, host, "ffbecome", tmp_path))
     become_run = in_flow(
-        str(REPO / "tests/fixtures/playbooks/become.yml"), inventory=str(inventory),
-        limit=host, extra_vars={"ansible_user": "ffbecome"},
-        ssh_key_secret="ff-test-ssh-key", become_password_secret="ff-test-become",
+        str(REPO / "tests/fixtures/playbooks/become.yml"), inventory=as_ffbecome,
+        limit=host, ssh_key_secret="ff-test-ssh-key", become_password_secret="ff-test-become",
         vault_password_secret="ff-test-vault",
     )  # fmt: skip
     assert become_run.hosts[host].outputs["user"] == "root"
     Secret(value="not-the-password").save("ff-test-wrong", overwrite=True)
     with pytest.raises(PlaybookFailed):  # the password really is what su checks
         in_flow(
-            str(REPO / "tests/fixtures/playbooks/become.yml"), inventory=str(inventory),
-            limit=host, extra_vars={"ansible_user": "ffbecome"},
-            ssh_key_secret="ff-test-ssh-key", become_password_secret="ff-test-wrong",
+            str(REPO / "tests/fixtures/playbooks/become.yml"), inventory=as_ffbecome,
+            limit=host, ssh_key_secret="ff-test-ssh-key", become_password_secret="ff-test-wrong",
             vault_password_secret="ff-test-vault",
         )  # fmt: skip
     key_lines = [ln for ln in key.splitlines() if len(ln) >= 12 and "PRIVATE KEY" not in ln]

@@ -16,7 +16,7 @@ import pytest
 from fleetflow.lab import Lab
 from fleetflow.stack._procs import processes_marked
 
-from .stacks import BIN, FIXTURES, RunningStack, free_port, running_stack
+from .stacks import BIN, RunningStack, free_port, lab_ansible, running_stack
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -48,7 +48,7 @@ def test_the_api_wants_credentials(stack: RunningStack) -> None:
     right = httpx.post(f"{api}/flows/filter", json={}, auth=(user, password), timeout=10)
     assert right.status_code == 200
     anonymous = {k: v for k, v in stack.env.items() if k != "PREFECT_API_AUTH_STRING"}
-    refused = RunningStack(anonymous, stack.directory, "", "").cli(
+    refused = RunningStack(anonymous, stack.directory, "", "", stack.project).cli(
         str(BIN / "prefect"), "deployment", "ls"
     )
     assert refused.returncode != 0 and "401" in refused.stdout + refused.stderr
@@ -82,16 +82,14 @@ def test_cli_run_completes_and_lands_in_postgres(stack: RunningStack, lab: Lab) 
     artifacts = stack.query(
         "SELECT key, data FROM artifact WHERE flow_run_id::text = %s AND type = 'table'", run_id
     )
-    table = {key: json.loads(data) for key, data in artifacts}[
-        f"hosts-site-{lab.inventory_dir.name}"
-    ]
+    table = {key: json.loads(data) for key, data in artifacts}[f"hosts-site-{stack.inventory}"]
     assert {row["host"] for row in table} == {h.name for h in lab.hosts()}
     assert all(row["status"] in {"ok", "changed"} and row["ok"] > 0 for row in table), table
 
 
 def test_failing_run_exits_non_zero(stack: RunningStack) -> None:
     code, run_id, output = stack.trigger(
-        "playbook/lab", watch=True, playbook=str(FIXTURES / "mixed.yml"), inventory=stack.inventory
+        "playbook/lab", watch=True, playbook="mixed", inventory=stack.inventory
     )
     assert code != 0, output
     assert stack.wait_final(run_id)[run_id][0] == "FAILED"
@@ -130,12 +128,11 @@ def test_each_worker_runs_only_its_queue_and_queue_limit_holds(
     stack: RunningStack, lab: Lab
 ) -> None:
     stack.deploy_playbook_flow("staging", queue="staging")
-    hold = str(FIXTURES / "hold.yml")
     lab_run = stack.trigger("playbook/lab", playbook="ping", inventory=stack.inventory)[1]
     # Two staging runs on different hosts: only the queue's limit of 1 keeps them apart.
     staging_runs = [
         stack.trigger(
-            "playbook/staging", playbook=hold, inventory=stack.inventory, limit=host,
+            "playbook/staging", playbook="hold", inventory=stack.inventory, limit=host,
             extra_vars={"tag": f"q{n}", "seconds": 3},
         )[1]
         for n, host in enumerate(h.name for h in lab.hosts()[:2])
@@ -172,15 +169,15 @@ def _overlap(a: tuple[float, float], b: tuple[float, float]) -> bool:
 def test_host_locks_serialize_overlapping_runs_and_not_disjoint_ones(
     stack: RunningStack, lab: Lab
 ) -> None:
-    hold = str(FIXTURES / "hold.yml")
     for host in lab.hosts():
         lab.ssh(host.name, "rm -f /var/tmp/ff-hold.log")
 
     def start(tag: str, limit: str) -> str:
         params = {"tag": tag, "seconds": 4}
         return stack.trigger(
-            "playbook/lab", playbook=hold, inventory=stack.inventory, limit=limit, extra_vars=params
-        )[1]
+            "playbook/lab", playbook="hold", inventory=stack.inventory, limit=limit,
+            extra_vars=params,
+        )[1]  # fmt: skip
 
     # The second host is in both runs: they must take turns on it.
     one, two, three = (h.name for h in lab.hosts())
@@ -200,7 +197,8 @@ def test_host_locks_serialize_overlapping_runs_and_not_disjoint_ones(
 def test_a_workers_only_stack_joins_the_server_and_leaves_it_running(
     stack: RunningStack, tmp_path: Path
 ) -> None:
-    edge = RunningStack({**stack.env, "FLEETFLOW_STACK_DIR": str(tmp_path)}, tmp_path, "", "")
+    env = {**stack.env, "FLEETFLOW_STACK_DIR": str(tmp_path)}
+    edge = RunningStack(env, tmp_path, "", "", stack.project)
     server = stack.env["PREFECT_API_URL"].removesuffix("/api")
     fleetflow = [str(BIN / "fleetflow"), "stack"]
     config = ["--config", str(stack.directory / "stack.yaml"), "--server-url", server]
@@ -215,12 +213,13 @@ def test_a_workers_only_stack_joins_the_server_and_leaves_it_running(
     assert main["up"] and main["workers"]["worker-lab"] == "ONLINE"
 
 
-def _ansible_processes(stack: RunningStack) -> list[int]:
-    return [
+def _ansible_processes(stack: RunningStack, lab: Lab) -> list[int]:
+    marked = [
         pid
         for pid in processes_marked(str(stack.directory))
         if b"ansible" in Path(f"/proc/{pid}/cmdline").read_bytes()
     ]
+    return sorted({*marked, *lab_ansible(lab.inventory_dir)})
 
 
 def test_cancel_through_the_warm_launcher_stops_the_run(stack: RunningStack, lab: Lab) -> None:
@@ -228,26 +227,28 @@ def test_cancel_through_the_warm_launcher_stops_the_run(stack: RunningStack, lab
     lab.ssh(host, "rm -f /var/tmp/ff-hold.log")
     params = {"tag": "X", "seconds": 300}
     run_id = stack.trigger(
-        "playbook/lab", playbook=str(FIXTURES / "hold.yml"), inventory=stack.inventory,
+        "playbook/lab", playbook="hold", inventory=stack.inventory,
         limit=host, extra_vars=params,
     )[1]  # fmt: skip
     deadline = time.monotonic() + 120
     while "start X" not in lab.ssh(host, "cat /var/tmp/ff-hold.log").stdout:
         assert time.monotonic() < deadline, "the run never reached the host"
         time.sleep(0.5)
+    assert _ansible_processes(stack, lab), "the run's ansible processes were not found"
     cancel = stack.cli(str(BIN / "prefect"), "flow-run", "cancel", run_id)
     assert cancel.returncode == 0, cancel.stdout + cancel.stderr
     assert stack.wait_final(run_id, timeout=90)[run_id][0] == "CANCELLED"
     deadline = time.monotonic() + 30
-    while _ansible_processes(stack):
+    while _ansible_processes(stack, lab):
         assert time.monotonic() < deadline, "ansible processes outlived the cancel"
         time.sleep(0.5)
     assert "end X" not in lab.ssh(host, "cat /var/tmp/ff-hold.log").stdout
 
 
-def test_stack_down_leaves_no_process(stack: RunningStack) -> None:
+def test_stack_down_leaves_no_process(stack: RunningStack, lab: Lab) -> None:
     done = stack.cli(str(BIN / "fleetflow"), "stack", "down")
     assert done.returncode == 0, done.stdout + done.stderr
     assert processes_marked(str(stack.directory)) == []
+    assert lab_ansible(lab.inventory_dir) == []
     status = stack.cli(str(BIN / "fleetflow"), "stack", "status", "--json")
     assert status.returncode == 1 and not json.loads(status.stdout)["server_healthy"]

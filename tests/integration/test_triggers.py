@@ -16,7 +16,7 @@ import pytest
 from fleetflow.lab import Lab
 
 from .faults import as_json, host_rows, wait_state
-from .stacks import BIN, FIXTURES, RunningStack, running_stack
+from .stacks import BIN, RunningStack, running_stack
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -68,7 +68,7 @@ def test_release_event_starts_the_deployment_with_its_payload_on_the_lab(
     tag, host = uuid.uuid4().hex[:8], lab.hosts()[1].name
     path = f"/var/tmp/ff-release-{tag}"
     payload = {
-        "playbook": str(FIXTURES / "write_file.yml"),
+        "playbook": "write_file",
         "inventory": stack.inventory,
         "limit": host,
         "extra_vars": {"path": path, "content": f"release {tag}"},
@@ -95,14 +95,18 @@ def test_release_event_starts_the_deployment_with_its_payload_on_the_lab(
 def test_other_events_start_nothing(stack: RunningStack, lab: Lab) -> None:
     tag, seen = uuid.uuid4().hex[:8], uuid.uuid4().hex[:8]
     host = lab.hosts()[0].name
-    payload = {"playbook": "ping", "inventory": stack.inventory, "limit": host}
+    # Parameters the deployment accepts (write_file declares path and content): a run not
+    # started is not a run the server refused.
+    path = "/var/tmp/ff-release-marker"
+    payload = {"playbook": "write_file", "inventory": stack.inventory, "limit": host}
     _emit(stack, "fleetflow.release.built", f"release.payments-api.{tag}",
-          {**payload, "extra_vars": {"marker": tag}})  # fmt: skip
+          {**payload, "extra_vars": {"path": path, "content": tag}})  # fmt: skip
     _emit(stack, "fleetflow.release.ready", f"build.payments-api.{tag}",  # not release.*
-          {**payload, "extra_vars": {"marker": tag}})  # fmt: skip
+          {**payload, "extra_vars": {"path": path, "content": tag}})  # fmt: skip
     # A matching event after them: once its run exists, the others were looked at too.
     _emit(stack, "fleetflow.release.ready", f"release.payments-api.{seen}",
-          {**payload, "extra_vars": {"marker": seen}})  # fmt: skip
+          {**payload, "extra_vars": {"path": path, "content": seen}})  # fmt: skip
     run_id, _ = _wait_run(stack, seen)
     wait_state(stack, run_id, "COMPLETED")
     assert _runs(stack, tag) == []
+    assert lab.ssh(host, f"cat {path}; rm -f {path}").stdout == f"{seen}\n"

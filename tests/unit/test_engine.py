@@ -171,7 +171,7 @@ def test_progress_counts_failed_hosts_as_done() -> None:
 
 @pytest.mark.parametrize(("res", "expected"), [
     ({"msg": "boom"}, "boom"),
-    ({"msg": "exited 1", "stderr": "disk full", "rc": 1}, "exited 1: disk full"),
+    ({"msg": "exited 1", "stderr": "disk full", "rc": 1}, "exited 1; rc=1; stderr: disk full"),
     ({"rc": 3}, "rc=3"),
     ({}, "failed without a message"),
 ])  # fmt: skip

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from fleetflow._variables import check_variables
 from fleetflow.exceptions import ConfigurationError, InventoryError, PlaybookError
 from fleetflow.inventory import (
     _parse_listing,
@@ -14,7 +15,6 @@ from fleetflow.inventory import (
     parse_graph,
     resolve_inventory,
     resolve_playbook,
-    validate_extra_vars,
 )
 from tests.conftest import REPO
 
@@ -42,10 +42,12 @@ def test_unknown_environment_lists_the_known_ones() -> None:
         resolve_inventory("production-eu", REPO)
 
 
-@pytest.mark.parametrize("value", [[1, 2], "a=b", 3, {1: "x"}, {"not valid": 1}, {"x": object()}])
+@pytest.mark.parametrize(
+    "value", [[1, 2], "a=b", 3, {1: "x"}, {"not valid": 1}, {"app_version": object()}]
+)
 def test_extra_vars_must_be_a_mapping_of_names(value: Any) -> None:
     with pytest.raises(ConfigurationError):
-        validate_extra_vars(value)
+        check_variables(REPO / "playbooks/deploy_app.yml", value)
 
 
 def test_listing_parser(tmp_path: Path) -> None:

@@ -27,6 +27,8 @@ from prefect.events.schemas.events import ReceivedEvent
 
 from fleetflow._report import PLAYBOOK_EVENT
 from fleetflow.metrics._families import ACTIVE_STATES, Families
+from fleetflow.metrics._labels import OTHER, RepositoryNames
+from fleetflow.results import HostStatus, RunStatus
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +36,8 @@ _ALERT_EVENTS = ("prefect.automation.action.executed", "prefect.automation.actio
 _FINAL = [StateType.COMPLETED, StateType.FAILED, StateType.CRASHED, StateType.CANCELLED]
 _PAGE = 200
 _EVENT_PAGE = 50  # the server's maximum for /events/filter
+_RUN_STATUSES = frozenset(RunStatus)
+_HOST_STATUSES = frozenset(HostStatus)
 
 
 class Exporter:
@@ -45,8 +49,11 @@ class Exporter:
         since: datetime | None = None,
         overlap: timedelta = timedelta(minutes=2),
         worker_window: timedelta = timedelta(hours=1),
+        names: RepositoryNames | None = None,
     ) -> None:
         self.families = families
+        # Payloads are caller-written: labels take only the repository's names.
+        self.names = names or RepositoryNames()
         self.overlap = overlap
         self.worker_window = worker_window
         self._cursor = since or datetime.now(UTC)
@@ -94,9 +101,11 @@ class Exporter:
             f.alerts.labels(automation, event.event.rsplit(".", 1)[-1]).inc()
             return
         p = event.payload
-        playbook, inventory = str(p.get("playbook", "?")), str(p.get("inventory", "?"))
+        playbook = self.names.playbook(p.get("playbook", "?"))
+        inventory = self.names.inventory(p.get("inventory", "?"))
         if int(p.get("part", 1)) == 1:  # a big run's later parts carry only more hosts
-            f.playbook_runs.labels(playbook, inventory, str(p.get("status", "?"))).inc()
+            status = _known(p.get("status"), _RUN_STATUSES)
+            f.playbook_runs.labels(playbook, inventory, status).inc()
             duration = float(p.get("duration_seconds", 0))
             f.playbook_duration.labels(playbook, inventory).observe(duration)
             f.playbook_retries.labels(playbook).inc(max(int(p.get("attempts", 1)) - 1, 0))
@@ -105,7 +114,8 @@ class Exporter:
         for outcome in (p.get("hosts") or {}).values():
             f.host_retries.labels(playbook).inc(max(int(outcome.get("attempts", 1)) - 1, 0))
             for group in outcome.get("groups") or ["ungrouped"]:
-                f.host_outcomes.labels(playbook, group, str(outcome.get("status", "?"))).inc()
+                outcome_label = _known(outcome.get("status"), _HOST_STATUSES)
+                f.host_outcomes.labels(playbook, group, outcome_label).inc()
 
     def _count_flow_runs(self, client: SyncPrefectClient, since: datetime) -> None:
         run_filter = FlowRunFilter(
@@ -164,3 +174,7 @@ class Exporter:
                     continue
                 heartbeat.labels(pool.name, worker.name).set(beat.timestamp())
                 online.labels(pool.name, worker.name).set(1 if worker.status == "ONLINE" else 0)
+
+
+def _known(value: object, allowed: frozenset[str]) -> str:
+    return value if isinstance(value, str) and value in allowed else OTHER

@@ -16,13 +16,34 @@ __all__ = ["LAUNCH_COMMAND", "apply_work_pool", "worker_states"]
 LAUNCH_COMMAND = "fleetflow-engine"
 
 
+# Job variables a flow run's creator may set (at trigger time, through the API): none of
+# them chooses what runs or with which environment.
+CALLER_VARIABLES = ("name", "labels", "stream_output")
+
+
 def _job_template(warm: bool) -> dict[str, Any]:
-    """The process worker's template; with `warm`, runs start through fleetflow-engine."""
+    """The process worker's template, minus what would let a trigger run its own code.
+
+    Prefect's template fills command, env and working_dir from job variables, which anyone
+    creating a flow run may override (`{"job_variables": {"command": "touch /tmp/pwned"}}`
+    ran that on the worker). Here they are fixed: fleetflow-engine when `warm` (it falls back
+    to `python -m prefect.engine` without a launcher), else no command, which the worker
+    turns into its own engine command, exactly as the stock default (null) does. env is
+    left out rather than set to {}: the worker merges a run's "env" into a dict it finds
+    there even when no placeholder asks for it, and runs created with POST /flow_runs/ are
+    not validated against this schema. Other keys are refused by the server (422).
+    """
     template = ProcessWorker.get_default_base_job_template()
+    config = template["job_configuration"]
+    for key in ("command", "env", "working_dir"):
+        del config[key]
     if warm:
-        # A worker without a launcher (or without fleetflow) still works: fleetflow-engine
-        # falls back to `python -m prefect.engine`.
-        template["variables"]["properties"]["command"]["default"] = LAUNCH_COMMAND
+        config["command"] = LAUNCH_COMMAND
+    variables = template["variables"]
+    variables["properties"] = {
+        key: spec for key, spec in variables["properties"].items() if key in CALLER_VARIABLES
+    }
+    variables["additionalProperties"] = False
     return template
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import stat
 import subprocess
 import time
 from dataclasses import asdict, dataclass
@@ -49,20 +50,45 @@ def spawn(
     role: str, name: str, argv: list[str], *, env: dict[str, str], log: Path, cwd: Path
 ) -> ServiceProcess:
     """Start `argv` in its own session, output appended to `log`, detached from our terminal."""
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "ab") as out, open(os.devnull, "rb") as devnull:
-        proc = subprocess.Popen(
-            argv,
-            stdin=devnull,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=env,
-            cwd=cwd,
-            start_new_session=True,
-        )
+    out = _open_private_log(log)
+    try:
+        with open(os.devnull, "rb") as devnull:
+            proc = subprocess.Popen(
+                argv,
+                stdin=devnull,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=cwd,
+                start_new_session=True,
+            )
+    finally:
+        os.close(out)
     _STARTED.append(proc)
     ticks = _start_ticks(proc.pid)
     return ServiceProcess(role, name, proc.pid, ticks or 0, str(log))
+
+
+def _open_private_log(log: Path) -> int:
+    """Open `log` for appending, for its owner only: service logs show hosts, vars, errors."""
+    _private_dir(log.parent)
+    # No symlink followed: a planted link would turn our appends into writes elsewhere.
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
+    fd = os.open(log, flags, 0o600)
+    try:
+        os.fchmod(fd, 0o600)  # a log from before this rule may be readable by others
+    except OSError:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _private_dir(directory: Path) -> None:
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    info = directory.stat()
+    # Only a directory of our own is tightened, never a shared one such as /tmp (sticky).
+    if info.st_uid == os.geteuid() and not info.st_mode & stat.S_ISVTX:
+        directory.chmod(0o700)
 
 
 def processes_marked(mark: str) -> list[int]:

@@ -9,15 +9,19 @@ import secrets
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import quote
 
 import httpx
 
 from fleetflow._launch import SOCKET_VARIABLE
+from fleetflow._sweep import sweep_stale_run_dirs
 from fleetflow.exceptions import StackError
 from fleetflow.secrets import write_private
+from fleetflow.settings import get_settings
 from fleetflow.stack._config import StackConfig, WorkerSpec
 from fleetflow.stack._database import database_url, ensure_database, masked
 from fleetflow.stack._pool import apply_work_pool, worker_states
@@ -29,6 +33,12 @@ log = logging.getLogger(__name__)
 _SERVER_START_SECONDS = 180.0
 _WORKER_ONLINE_SECONDS = 90.0
 _LEASE_STORAGE = "prefect.server.concurrency.lease_storage.filesystem"
+# Where a database URL or its parts live; workers (and the runs they start) get none.
+_DATABASE_VARIABLES = (
+    "FLEETFLOW_DATABASE_URL",
+    "PREFECT_API_DATABASE_",
+    "PREFECT_SERVER_DATABASE_",
+)
 
 
 @dataclass(frozen=True)
@@ -43,6 +53,12 @@ class StackStatus:
     @property
     def up(self) -> bool:
         return self.server_healthy and all(alive for _, alive in self.processes)
+
+
+@dataclass(frozen=True)
+class _Secrets:
+    exact: frozenset[str]  # a variable holding only this is dropped (PGPASSWORD)
+    inside: tuple[str, ...]  # a variable containing any of these is dropped (URLs)
 
 
 class Stack:
@@ -135,6 +151,36 @@ class Stack:
         env.update(extra)
         return env
 
+    def _worker_env(self, extra: dict[str, str]) -> dict[str, str]:
+        """The environment minus the database: workers talk to the API only, and every
+        flow run inherits its worker's environment (so a playbook could read it)."""
+        secrets = self._database_secrets()
+        env = {
+            key: value
+            for key, value in self._env({}).items()
+            if not key.startswith(_DATABASE_VARIABLES)
+            and value not in secrets.exact
+            and not any(part in value for part in secrets.inside)
+        }
+        env.update(extra)  # ours, checked by the tests: never a database setting
+        return env
+
+    def _database_secrets(self) -> _Secrets:
+        """The database URL in the forms a variable may hold it, and its password."""
+        url = self.database
+        if url is None:
+            return _Secrets(frozenset(), ())
+        forms = {
+            url.render_as_string(hide_password=False),
+            url.set(drivername="postgresql").render_as_string(hide_password=False),
+        }
+        if not url.password:
+            return _Secrets(frozenset(), tuple(forms))
+        user, password = url.username or "", str(url.password)
+        # Any URL carrying these credentials, whatever its driver or encoding.
+        forms |= {f"{user}:{password}@", f"{quote(user, safe='')}:{quote(password, safe='')}@"}
+        return _Secrets(frozenset({password}), tuple(forms))
+
     def _server_env(self, config: StackConfig) -> dict[str, str]:
         extra = {
             **config.retention.server_env(),
@@ -221,6 +267,9 @@ class Stack:
         raise StackError(f"Prefect server not healthy after {_SERVER_START_SECONDS:.0f} s")
 
     def _start_worker(self, config: StackConfig, worker: WorkerSpec) -> list[ServiceProcess]:
+        swept = sweep_stale_run_dirs({Path(tempfile.gettempdir()), Path("/tmp"), *self._run_dirs()})
+        if swept:
+            log.info("removed %d directories left by killed runs: %s", len(swept), swept)
         argv = self._prefect(
             "worker", "start", "--pool", config.work_pool.name,
             "--name", worker.name, "--type", "process",
@@ -228,7 +277,7 @@ class Stack:
         for queue in worker.queues:
             argv += ["--work-queue", queue]
         bin_dir = str(Path(sys.executable).parent)
-        env = self._env(
+        env = self._worker_env(
             {
                 "PREFECT_API_URL": self.api_url,
                 "PREFECT_API_AUTH_STRING": self.auth(),
@@ -279,6 +328,11 @@ class Stack:
             time.sleep(0.5)
         if names:
             raise StackError(f"workers {names} did not come online in {_WORKER_ONLINE_SECONDS} s")
+
+    @staticmethod
+    def _run_dirs() -> list[Path]:
+        run_dir = get_settings().run_dir
+        return [run_dir] if run_dir else []
 
     # -- status / down -------------------------------------------------------------------
 

@@ -6,9 +6,11 @@ import json
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 from uuid import uuid4
 
+import pytest
 from prefect.client.schemas.events import EventPage
 from prefect.client.schemas.objects import FlowRun, State, StateType, Worker, WorkPool
 from prefect.events.schemas.events import ReceivedEvent, RelatedResource, Resource
@@ -19,6 +21,16 @@ from fleetflow._report import PLAYBOOK_EVENT
 from fleetflow.metrics import Exporter, new_families, served_names
 
 from ...conftest import REPO
+
+
+@pytest.fixture(autouse=True)
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A repository whose playbook "site" and inventory "prod" the payloads name."""
+    (tmp_path / "playbooks").mkdir()
+    (tmp_path / "playbooks" / "site.yml").write_text("[]\n")
+    (tmp_path / "inventory" / "prod").mkdir(parents=True)
+    monkeypatch.setenv("FLEETFLOW_PROJECT_DIR", str(tmp_path))
+    return tmp_path
 
 
 def _ago(seconds: float = 0) -> datetime:
@@ -192,3 +204,21 @@ def test_a_big_runs_parts_count_the_run_once_and_every_host() -> None:
                   status="successful") == 1  # fmt: skip
     assert _value(s, "fleetflow_host_outcomes_total", playbook="site", group="web",
                   outcome="ok") == 5  # fmt: skip
+
+
+def test_caller_chosen_names_and_statuses_become_other() -> None:
+    """Regression: payload names made a new series each (a 200,000-char name, /tmp paths)."""
+    payloads = [
+        {**_payload("successful", {"h": ("ok", 1, [])}), "playbook": "x" * 200_000},
+        {**_payload("bogus", {"h": ("weird", 1, [])}), "inventory": "/tmp/evil"},
+    ]
+    client = FakeClient(events=[_event(p) for p in payloads])
+    exporter = Exporter(new_families(), since=_ago(60))
+    exporter.poll(client)  # type: ignore[arg-type]
+    s = _scrape(exporter)
+    runs = "fleetflow_playbook_runs_total"
+    assert _value(s, runs, playbook="other", inventory="prod", status="successful") == 1
+    assert _value(s, runs, playbook="site", inventory="other", status="other") == 1
+    assert _value(s, "fleetflow_host_outcomes_total", playbook="site", group="ungrouped",
+                  outcome="other") == 1  # fmt: skip
+    assert all(len(value) < 100 for _, labels in s for _, value in labels)
