@@ -20,20 +20,14 @@ from fleetflow.params import (
     RetryDelay,
     Script,
     TimeLimit,
-    script_names,
 )
 from fleetflow.report import print_result
-from fleetflow.settings import get_settings
 from fleetflow.tasks import time_limit as limited
 
 ScriptArgs = Annotated[
     list[Annotated[str, Field(max_length=1000, pattern=PLAIN_TEXT)]],
     Field(max_length=50, description="Arguments given to the script as they are (no shell)."),
 ]
-
-
-def available_scripts() -> list[str]:
-    return script_names(get_settings().project_dir)
 
 
 @flow(name="run_script", log_prints=True)
@@ -53,10 +47,6 @@ def run_script(
     Returns each host's exit code, stdout and stderr. A script never runs twice at once on
     one host (it holds a lock there); its output is also logged on the host.
     """
-    if script not in available_scripts():
-        raise ConfigurationError(
-            f"unknown script {script!r}; scripts/ has: {', '.join(available_scripts())}"
-        )
     if batch_size is not None and batch_size < 1:
         raise ConfigurationError("batch_size must be at least 1")
     with limited(time_limit):

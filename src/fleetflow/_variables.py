@@ -84,15 +84,6 @@ class VariableSpec(BaseModel):
     elements: Literal["str", "int", "float", "bool"] = "str"
     max_items: int = Field(default=_DEFAULT_MAX_ITEMS, ge=0, le=10_000)
 
-    def json_schema(self) -> dict[str, Any]:
-        """The same rules as JSON schema, for the server to check at trigger time."""
-        if self.choices:
-            return {"enum": list(self.choices)}
-        if self.type == "list":
-            item = _json_scalar(self.elements, self)
-            return {"type": "array", "maxItems": self.max_items, "items": item}
-        return _json_scalar(self.type, self)
-
     def describe(self, name: str) -> str:
         shape = f"list of {self.elements}" if self.type == "list" else self.type
         if self.choices:
@@ -113,27 +104,12 @@ class Declaration(BaseModel):
         return ", ".join(s.describe(n) for n, s in sorted(self.variables.items())) or "nothing"
 
     def json_schema(self) -> dict[str, Any]:
-        return {
-            "type": "object",
-            "properties": {name: spec.json_schema() for name, spec in self.variables.items()},
-            "additionalProperties": False,
-        }
-
-
-def _json_scalar(kind: str, spec: VariableSpec) -> dict[str, Any]:
-    if kind == "str":
-        found: dict[str, Any] = {"type": "string", "maxLength": spec.max_length}
-        if spec.pattern:
-            found["pattern"] = spec.pattern
-        return found
-    if kind in ("int", "float"):
-        found = {"type": "integer" if kind == "int" else "number"}
-        if spec.min is not None:
-            found["minimum"] = spec.min
-        if spec.max is not None:
-            found["maximum"] = spec.max
-        return found
-    return {"type": "boolean"}
+        """The same rules as JSON schema, made from the model that checks them in Python,
+        for the server to check at trigger time. A missing required variable is left to
+        the preflight, which names what the playbook accepts."""
+        schema = _model(self).model_json_schema()
+        schema.pop("required", None)
+        return schema
 
 
 def declaration_path(playbook: Path) -> Path:

@@ -79,12 +79,12 @@ _INHERITED = frozenset(
     {"PATH", "HOME", "USER", "LOGNAME", "LANG", "TZ", "TERM", "TMPDIR", "SSH_AUTH_SOCK",
      "FLEETFLOW_STACK_MARK"}
 )  # fmt: skip
-INHERITED_PREFIXES = ("ANSIBLE_", "LC_")
+_INHERITED_PREFIXES = ("ANSIBLE_", "LC_")
 
 
 def inherited(name: str) -> bool:
     """Whether an environment variable of ours may reach Ansible."""
-    return name in _INHERITED or name.startswith(INHERITED_PREFIXES)
+    return name in _INHERITED or name.startswith(_INHERITED_PREFIXES)
 
 
 def ansible_environment(project_dir: Path) -> dict[str, str]:
@@ -145,10 +145,9 @@ def resolve_playbook(playbook: str | Path, project_dir: Path) -> Path:
     for candidate in candidates:
         if _probe(candidate, Path.is_file):
             return candidate.resolve()
-    known = sorted(p.stem for p in base.glob("*.y*ml")) if base.is_dir() else []
     raise PlaybookError(
         f"playbook {_shown(text)} not found (looked in {base}); known playbooks: "
-        f"{', '.join(known) or 'none'}"
+        f"{', '.join(playbook_names(project_dir)) or 'none'}"
     )
 
 
@@ -164,10 +163,9 @@ def resolve_inventory(inventory: str | Path, project_dir: Path) -> Path:
             _require_hosts_file(candidate)
             return candidate.resolve()
     base = project_dir / "inventory"
-    known = sorted(p.name for p in base.iterdir() if p.is_dir()) if base.is_dir() else []
     raise InventoryError(
         f"unknown inventory {_shown(text)}: no such environment under {base} or path; "
-        f"environments: {', '.join(known) or 'none'}"
+        f"environments: {', '.join(inventory_names(project_dir)) or 'none'}"
     )
 
 
@@ -281,17 +279,24 @@ def _parse_listing(stdout: str) -> tuple[list[str], int]:
     return hosts, tasks
 
 
+def _inventory_cli(
+    inventory: Path, project_dir: Path, option: str, timeout: float
+) -> subprocess.CompletedProcess[str]:
+    """`ansible-inventory -i INVENTORY OPTION`, with the project's Ansible environment."""
+    return subprocess.run(
+        [ansible_tool("ansible-inventory"), "-i", str(inventory), option],
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, cwd=project_dir,
+        env=ansible_environment(project_dir), check=False, timeout=timeout,
+    )  # fmt: skip
+
+
 def host_groups(inventory: Path, project_dir: Path, timeout: float = 60) -> dict[str, list[str]]:
     """Each host's groups (ancestors included; not all/ungrouped), from `ansible-inventory
     --graph`, which reads no variables (so needs no vault password). Empty on failure:
     callers use the groups as metric labels, never for deciding what to run.
     """
     try:
-        proc = subprocess.run(
-            [ansible_tool("ansible-inventory"), "-i", str(inventory), "--graph"],
-            stdin=subprocess.DEVNULL, capture_output=True, text=True, cwd=project_dir,
-            env=ansible_environment(project_dir), check=False, timeout=timeout,
-        )  # fmt: skip
+        proc = _inventory_cli(inventory, project_dir, "--graph", timeout)
     except (OSError, subprocess.TimeoutExpired):
         return {}
     return parse_graph(proc.stdout) if proc.returncode == 0 else {}
@@ -302,12 +307,8 @@ def host_addresses(inventory: Path, project_dir: Path, timeout: float = 60) -> s
 
     The vault is not opened (no password here): a vaulted `ansible_host` is not listed.
     """
-    argv = [ansible_tool("ansible-inventory"), "-i", str(inventory), "--list"]
     try:
-        proc = subprocess.run(
-            argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, cwd=project_dir,
-            env=ansible_environment(project_dir), check=False, timeout=timeout,
-        )  # fmt: skip
+        proc = _inventory_cli(inventory, project_dir, "--list", timeout)
         hostvars = json.loads(proc.stdout or "{}").get("_meta", {}).get("hostvars", {})
     except (OSError, subprocess.TimeoutExpired, ValueError) as exc:
         raise InventoryError(f"cannot list the hosts of {inventory}: {exc}") from exc

@@ -12,9 +12,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, GetJsonSchemaHandler
+from pydantic import BaseModel, ConfigDict, Field, GetCoreSchemaHandler, GetJsonSchemaHandler
 from pydantic.json_schema import JsonSchemaValue
-from pydantic_core import CoreSchema
+from pydantic_core import CoreSchema, core_schema
 
 from fleetflow._variables import RESERVED_NAMES
 from fleetflow.inventory import inventory_names, playbook_names
@@ -46,11 +46,14 @@ PLAIN_TEXT = r"^[^\x00-\x1f\x7f]*$"
 _PLAIN = re.compile(PLAIN_TEXT)
 
 
-class _Choices:
-    """Publishes the repository's names as the schema's choices (the UI's dropdown, and the
-    server's check at trigger time), read when the schema is made: at deploy time."""
+class _Named:
+    """A parameter choosing one of the repository's `names`: published as the schema's
+    choices when the schema is made, at deploy time (the UI's dropdown, the server's check
+    at trigger time), and checked again when the flow starts (the API lets a caller turn
+    the server's check off, so the flow must not take a path on trust)."""
 
-    def __init__(self, names: Callable[[Path], list[str]]) -> None:
+    def __init__(self, kind: str, names: Callable[[Path], list[str]]) -> None:
+        self.kind = kind
         self.names = names
 
     def __get_pydantic_json_schema__(
@@ -60,31 +63,17 @@ class _Choices:
         found["enum"] = self.names(get_settings().project_dir)
         return found
 
+    def __get_pydantic_core_schema__(
+        self, source: Any, handler: GetCoreSchemaHandler
+    ) -> CoreSchema:
+        return core_schema.no_info_after_validator_function(self._check, handler(source))
 
-def _known(kind: str, names: Callable[[Path], list[str]]) -> Any:
-    """Checked again when the flow starts: a server told to skip its schema check (the API
-    allows it) still cannot hand the flow a path."""
-
-    def check(value: str) -> str:
-        known = names(get_settings().project_dir)
+    def _check(self, value: str) -> str:
+        known = self.names(get_settings().project_dir)
         if value not in known:
             shown = value if len(value) <= 80 else value[:80] + "..."
-            raise ValueError(f"unknown {kind} {shown!r}; choose one of: {', '.join(known)}")
+            raise ValueError(f"unknown {self.kind} {shown!r}; choose one of: {', '.join(known)}")
         return value
-
-    return AfterValidator(check)
-
-
-Playbook = Annotated[
-    str,
-    Field(
-        min_length=1,
-        max_length=100,
-        description="A playbook of the repository (playbooks/<name>.yml), by name.",
-    ),
-    _Choices(playbook_names),
-    _known("playbook", playbook_names),
-]
 
 
 def script_names(project_dir: Path) -> list[str]:
@@ -96,21 +85,24 @@ def script_names(project_dir: Path) -> list[str]:
     return sorted(n for n in found if re.match(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}$", n))
 
 
+_NAME = Field(min_length=1, max_length=100)
+Playbook = Annotated[
+    str,
+    _NAME,
+    Field(description="A playbook of the repository (playbooks/<name>.yml), by name."),
+    _Named("playbook", playbook_names),
+]
 Script = Annotated[
     str,
-    Field(min_length=1, max_length=100, description="A script of the repository's scripts/."),
-    _Choices(script_names),
-    _known("script", script_names),
+    _NAME,
+    Field(description="A script of the repository's scripts/."),
+    _Named("script", script_names),
 ]
 Inventory = Annotated[
     str,
-    Field(
-        min_length=1,
-        max_length=100,
-        description="An environment of the repository (inventory/<name>/), by name.",
-    ),
-    _Choices(inventory_names),
-    _known("inventory", inventory_names),
+    _NAME,
+    Field(description="An environment of the repository (inventory/<name>/), by name."),
+    _Named("inventory", inventory_names),
 ]
 HostPattern = Annotated[
     str,

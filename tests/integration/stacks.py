@@ -153,19 +153,24 @@ class RunningStack:
             time.sleep(1)
 
 
-def lab_ansible(inventory: Path, needle: str = "ansible") -> list[int]:
-    """Processes running Ansible on the lab whose inventory is `inventory`, with `needle` in
-    their command line. Found by command line, not by the stack's mark: Ansible's
-    environment is allow-listed (fleetflow.inventory.inherited), without the mark."""
-    found = []
+def commands_naming(text: str) -> dict[int, str]:
+    """Each live process whose command line names `text`: its command line, spaced."""
+    found = {}
     for entry in Path("/proc").iterdir():
         try:
             cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
         except OSError:
             continue
-        if entry.name.isdigit() and str(inventory) in cmdline and needle in cmdline:
-            found.append(int(entry.name))
+        if entry.name.isdigit() and text in cmdline:
+            found[int(entry.name)] = cmdline
     return found
+
+
+def lab_ansible(inventory: Path, needle: str = "ansible") -> list[int]:
+    """Processes running Ansible on the lab whose inventory is `inventory`, with `needle` in
+    their command line (found by command line: another test process may run Ansible on a
+    lab of its own under another stack's mark)."""
+    return [pid for pid, cmd in commands_naming(str(inventory)).items() if needle in cmd]
 
 
 def free_port() -> int:

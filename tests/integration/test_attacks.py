@@ -27,7 +27,7 @@ import pytest
 from fleetflow.lab import Lab
 
 from .faults import host_lines, wait_on_host, wait_state
-from .stacks import BIN, RunningStack, running_stack
+from .stacks import BIN, RunningStack, commands_naming, running_stack
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -316,7 +316,7 @@ def test_ansible_sees_no_credential_and_a_killed_run_leaves_nothing(
     pid = int(private.name.split("-")[2])
     os.kill(pid, signal.SIGKILL)
     deadline = time.monotonic() + 30
-    while private.exists() or _ansible_on(private):
+    while private.exists() or commands_naming(str(private)):
         assert time.monotonic() < deadline, "the killed run's private dir or processes remain"
         time.sleep(0.5)
     wait_state(stack, run_id, "CRASHED", timeout=300)
@@ -338,34 +338,3 @@ def _private_dir_of(tag: str, timeout: float = 60) -> Path:
                 continue
         assert time.monotonic() < deadline, f"no private dir for the run tagged {tag}"
         time.sleep(0.5)
-
-
-def _ansible_on(private: Path) -> bool:
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if str(private).encode() in (entry / "cmdline").read_bytes():
-                    return True
-            except OSError:
-                continue
-    return False
-
-
-def test_conditions_only_reach_the_inventorys_hosts(stack: RunningStack, lab: Lab) -> None:
-    """A trigger's port or HTTP condition must not make the worker probe its network (the
-    API itself here); a host of the inventory may be waited for."""
-    api = stack.env["PREFECT_API_URL"]
-    probes = [
-        {"kind": "http", "url": f"{api}/health", "timeout": 5},
-        {"kind": "port", "host": "127.0.0.1", "port": 5432, "timeout": 5},
-    ]
-    refused = [stack.create_run("wait_then_run/lab", playbook="ping", conditions=[probe])
-               for probe in probes]  # fmt: skip
-    for run_id in refused:
-        wait_state(stack, run_id, "FAILED")
-        assert "is not a host of inventory lab" in stack.state(run_id)[2]
-    host = lab.hosts()[1]  # not the host of the killed run above: its lock lapses in 120 s
-    fine = {"kind": "port", "host": host.address, "port": 22, "timeout": 60}
-    run_id = stack.create_run("wait_then_run/lab", playbook="ping", limit=host.name,
-                              conditions=[fine])  # fmt: skip
-    wait_state(stack, run_id, "COMPLETED")

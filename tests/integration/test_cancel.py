@@ -21,6 +21,8 @@ from prefect.settings import PREFECT_API_URL
 from fleetflow.lab import Lab
 from tests.conftest import REPO
 
+from .stacks import commands_naming
+
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.usefixtures("prefect_server")]
 SLEEP = REPO / "tests/fixtures/playbooks/sleep.yml"
 
@@ -37,15 +39,8 @@ def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> float:
 def ansible_processes(lab: Lab) -> list[str]:
     """This run's ansible processes: on this test's lab (another test process may be
     running playbooks of its own on another lab at the same time)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except OSError:
-            continue
-        if str(lab.inventory_dir) in cmdline and (str(SLEEP) in cmdline or "ff-run-" in cmdline):
-            found.append(cmdline)
-    return found
+    found = commands_naming(str(lab.inventory_dir)).values()
+    return [cmd for cmd in found if str(SLEEP) in cmd or "ff-run-" in cmd]
 
 
 def deployment_exists() -> bool:

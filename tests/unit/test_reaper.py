@@ -29,6 +29,14 @@ def _running(marker: str) -> list[int]:
     return found
 
 
+def _started(marker: str, count: int) -> None:
+    """Wait until `count` processes run `sleep <marker>` (the reaper's own line has it too)."""
+    deadline = time.monotonic() + 10
+    while len(_running(f"sleep\0{marker}")) < count:
+        assert time.monotonic() < deadline, "the command never started"
+        time.sleep(0.02)
+
+
 def _gone(marker: str, timeout: float = 5) -> bool:
     deadline = time.monotonic() + timeout
     while _running(marker):
@@ -59,10 +67,7 @@ def test_everything_dies_when_the_process_that_started_it_is_killed() -> None:
     )
     run = subprocess.Popen([sys.executable, "-c", starter])
     try:
-        deadline = time.monotonic() + 10
-        while len(_running(f"sleep\0{marker}")) < 2:
-            assert time.monotonic() < deadline, "the command never started"
-            time.sleep(0.05)
+        _started(marker, 2)
         run.send_signal(signal.SIGKILL)
         assert _gone(f"sleep\0{marker}"), "a process outlived the killed run"
     finally:
@@ -87,10 +92,7 @@ def test_signals_arriving_together_still_kill_everything() -> None:
             [sys.executable, str(REAPER), str(os.getpid()), "sh", "-c",
              f"setsid sleep {marker} & sleep {marker}; wait"],
         )  # fmt: skip
-        deadline = time.monotonic() + 10
-        while len(_running(f"sleep\0{marker}")) < 2:
-            assert time.monotonic() < deadline, "the command never started"
-            time.sleep(0.02)
+        _started(marker, 2)
         for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT, signal.SIGHUP):
             reaper.send_signal(signum)
         assert reaper.wait(10) - 128 in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
@@ -113,10 +115,7 @@ def test_a_killed_runs_directories_are_removed(tmp_path: Path) -> None:
     )
     run = subprocess.Popen([sys.executable, "-c", starter])
     try:
-        deadline = time.monotonic() + 10
-        while not _running(f"sleep\0{marker}"):
-            assert time.monotonic() < deadline, "the command never started"
-            time.sleep(0.05)
+        _started(marker, 1)
         run.send_signal(signal.SIGKILL)
         assert _gone(f"sleep\0{marker}")
         deadline = time.monotonic() + 10
@@ -148,10 +147,7 @@ def test_a_signal_while_the_run_lives_leaves_its_directories(tmp_path: Path) -> 
         [sys.executable, str(REAPER), str(os.getpid()), "--remove", str(private), "--",
          "sleep", marker],
     )  # fmt: skip
-    deadline = time.monotonic() + 10
-    while len(_running(f"sleep\0{marker}")) < 2:  # the reaper's command line has it too
-        assert time.monotonic() < deadline, "the command never started"
-        time.sleep(0.02)
+    _started(marker, 2)  # the reaper's command line has it too
     reaper.send_signal(signal.SIGTERM)
     assert reaper.wait(10) == 128 + signal.SIGTERM
     assert _gone(f"sleep\0{marker}") and private.exists()
