@@ -338,3 +338,23 @@ def _private_dir_of(tag: str, timeout: float = 60) -> Path:
                 continue
         assert time.monotonic() < deadline, f"no private dir for the run tagged {tag}"
         time.sleep(0.5)
+
+
+def test_conditions_only_reach_the_inventorys_hosts(stack: RunningStack, lab: Lab) -> None:
+    """A trigger's port or HTTP condition must not make the worker probe its network (the
+    API itself here); a host of the inventory may be waited for."""
+    api = stack.env["PREFECT_API_URL"]
+    probes = [
+        {"kind": "http", "url": f"{api}/health", "timeout": 5},
+        {"kind": "port", "host": "127.0.0.1", "port": 5432, "timeout": 5},
+    ]
+    refused = [stack.create_run("wait_then_run/lab", playbook="ping", conditions=[probe])
+               for probe in probes]  # fmt: skip
+    for run_id in refused:
+        wait_state(stack, run_id, "FAILED")
+        assert "is not a host of inventory lab" in stack.state(run_id)[2]
+    host = lab.hosts()[1]  # not the host of the killed run above: its lock lapses in 120 s
+    fine = {"kind": "port", "host": host.address, "port": 22, "timeout": 60}
+    run_id = stack.create_run("wait_then_run/lab", playbook="ping", limit=host.name,
+                              conditions=[fine])  # fmt: skip
+    wait_state(stack, run_id, "COMPLETED")
