@@ -36,6 +36,10 @@ def _molecule_test(role_dir: Path, ephemeral: Path) -> tuple[int, str]:
         # Molecule keys its working directory by the role directory's name, which the
         # broken copy shares with script_runner: give each run its own.
         "MOLECULE_EPHEMERAL_DIRECTORY": str(ephemeral),
+        # Molecule links the role under test into ANSIBLE_HOME/roles by its galaxy
+        # name; script_runner and its broken copy share that name, and two runs
+        # replacing one link at once raced (FileExistsError): one home per run.
+        "ANSIBLE_HOME": str(ephemeral / "ansible-home"),
         "NO_COLOR": "1",
         "ANSIBLE_NOCOLOR": "1",
     }
