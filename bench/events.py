@@ -36,9 +36,9 @@ from _common import (
 from prefect import flow, get_run_logger
 from prefect.context import get_run_context
 
-from fleetflow._events import EventCollector
-from fleetflow._runlog import RunLog
-from fleetflow._runner import RunnerRequest, run_ansible
+from fleetflow.engine._collector import EventCollector
+from fleetflow.engine._runlog import RunLog
+from fleetflow.engine._runner import RunnerRequest, run_ansible
 
 HOSTS = tuple(f"bench-local-{i}" for i in range(1, 6))
 

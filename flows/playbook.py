@@ -8,8 +8,9 @@ from prefect import State, flow
 from pydantic import Field
 
 from fleetflow import ConfigurationError, PlaybookResult, RetryPolicy, run_playbook
-from fleetflow.change import plan_and_apply
-from fleetflow.params import (
+from fleetflow.engine.run import time_limit as limited
+from fleetflow.flowkit.change import plan_and_apply
+from fleetflow.flowkit.params import (
     DEFAULT_TIME_LIMIT,
     ApprovalTimeout,
     Approvers,
@@ -24,8 +25,7 @@ from fleetflow.params import (
     TimeLimit,
     Variables,
 )
-from fleetflow.report import print_result
-from fleetflow.tasks import time_limit as limited
+from fleetflow.flowkit.summary import print_result
 
 
 @flow(name="playbook", log_prints=True)

@@ -13,7 +13,8 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
 from fleetflow import ConfigurationError, PlaybookResult, resolve_hosts, run_playbook
-from fleetflow.params import (
+from fleetflow.engine.run import time_limit as limited
+from fleetflow.flowkit.params import (
     DEFAULT_TIME_LIMIT,
     BatchSize,
     HostPattern,
@@ -21,7 +22,6 @@ from fleetflow.params import (
     TimeLimit,
     Version,
 )
-from fleetflow.tasks import time_limit as limited
 
 
 def batches(hosts: list[str], size: int) -> list[list[str]]:

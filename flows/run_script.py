@@ -9,7 +9,8 @@ from prefect.artifacts import create_table_artifact
 from pydantic import Field
 
 from fleetflow import ConfigurationError, PlaybookFailed, RetryPolicy, run_playbook
-from fleetflow.params import (
+from fleetflow.engine.run import time_limit as limited
+from fleetflow.flowkit.params import (
     DEFAULT_TIME_LIMIT,
     PLAIN_TEXT,
     BatchSize,
@@ -21,8 +22,7 @@ from fleetflow.params import (
     Script,
     TimeLimit,
 )
-from fleetflow.report import print_result
-from fleetflow.tasks import time_limit as limited
+from fleetflow.flowkit.summary import print_result
 
 ScriptArgs = Annotated[
     list[Annotated[str, Field(max_length=1000, pattern=PLAIN_TEXT)]],

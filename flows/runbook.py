@@ -21,9 +21,9 @@ from prefect.runtime import flow_run
 from pydantic import Field
 
 from fleetflow import ConfigurationError, PlaybookResult, PlaybookRunError, run_playbook
-from fleetflow.params import DEFAULT_TIME_LIMIT, Inventory, Step, TimeLimit
-from fleetflow.tasks import resolve_hosts
-from fleetflow.tasks import time_limit as limited
+from fleetflow.engine.run import resolve_hosts
+from fleetflow.engine.run import time_limit as limited
+from fleetflow.flowkit.params import DEFAULT_TIME_LIMIT, Inventory, Step, TimeLimit
 
 Steps = Annotated[list[Step], Field(min_length=1, max_length=100)]
 

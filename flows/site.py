@@ -5,7 +5,8 @@ from __future__ import annotations
 from prefect import flow
 
 from fleetflow import PlaybookResult, RetryPolicy, run_playbook
-from fleetflow.params import (
+from fleetflow.engine.run import time_limit as limited
+from fleetflow.flowkit.params import (
     DEFAULT_TIME_LIMIT,
     HostPattern,
     Inventory,
@@ -14,8 +15,7 @@ from fleetflow.params import (
     Tags,
     TimeLimit,
 )
-from fleetflow.report import print_result
-from fleetflow.tasks import time_limit as limited
+from fleetflow.flowkit.summary import print_result
 
 
 @flow(name="site", log_prints=True)

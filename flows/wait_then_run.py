@@ -15,7 +15,8 @@ from prefect import flow
 from pydantic import Field
 
 from fleetflow import PlaybookResult, run_playbook
-from fleetflow.params import (
+from fleetflow.engine.run import time_limit as limited
+from fleetflow.flowkit.params import (
     DEFAULT_TIME_LIMIT,
     HostPattern,
     Inventory,
@@ -23,9 +24,8 @@ from fleetflow.params import (
     TimeLimit,
     Variables,
 )
-from fleetflow.report import print_result
-from fleetflow.sensors import Condition, FileCondition, wait_for_condition
-from fleetflow.tasks import time_limit as limited
+from fleetflow.flowkit.sensors import Condition, FileCondition, wait_for_condition
+from fleetflow.flowkit.summary import print_result
 
 Conditions = Annotated[list[Condition], Field(max_length=20)]
 

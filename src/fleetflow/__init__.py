@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from fleetflow.engine.retry import RetryPolicy
 from fleetflow.exceptions import (
     ConfigurationError,
     FleetflowError,
@@ -23,11 +24,10 @@ from fleetflow.exceptions import (
     PrerequisiteMissing,
     SensorTimeout,
 )
-from fleetflow.policy import RetryPolicy
 from fleetflow.results import HostFailure, HostResult, HostStatus, PlaybookResult, RunStatus
 
 if TYPE_CHECKING:
-    from fleetflow.tasks import resolve_hosts, run_playbook
+    from fleetflow.engine.run import resolve_hosts, run_playbook
 
 __all__ = [
     "ConfigurationError",
@@ -58,7 +58,7 @@ _LAZY = {"run_playbook", "resolve_hosts"}
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
-        from fleetflow import tasks
+        from fleetflow.engine import run
 
-        return getattr(tasks, name)
+        return getattr(run, name)
     raise AttributeError(f"module 'fleetflow' has no attribute {name!r}")

@@ -12,8 +12,8 @@ from prefect.exceptions import ParameterTypeError
 from pydantic import ValidationError
 
 from fleetflow import ConfigurationError, HostStatus, PlaybookFailed
+from fleetflow.flowkit.params import Step
 from fleetflow.lab import Lab
-from fleetflow.params import Step
 
 from ..project import FIXTURE_PLAYBOOKS, make_project
 

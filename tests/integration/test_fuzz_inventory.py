@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from fleetflow.engine.inventory import preflight
 from fleetflow.exceptions import ConfigurationError
-from fleetflow.inventory import preflight
 
 from ..conftest import REPO
 

@@ -26,7 +26,7 @@ BAD_RUN = {
 def launcher(tmp_path: Path) -> Iterator[Path]:
     sock = tmp_path / "launcher.sock"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "fleetflow._launcher", str(sock)],
+        [sys.executable, "-m", "fleetflow.launcher.server", str(sock)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     try:

@@ -7,7 +7,7 @@ import logging
 import pytest
 from prefect.client.orchestration import get_client
 
-from fleetflow._locks import LOCK_PREFIX, host_locks
+from fleetflow.engine._locks import LOCK_PREFIX, host_locks
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_server")]
 

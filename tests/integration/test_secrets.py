@@ -16,10 +16,10 @@ from prefect import flow
 from prefect.blocks.system import Secret
 from prefect.client.orchestration import get_client
 
+from fleetflow.engine.run import run_playbook
 from fleetflow.exceptions import ConfigurationError, PlaybookFailed
 from fleetflow.lab import Lab
 from fleetflow.results import PlaybookResult, RunStatus
-from fleetflow.tasks import run_playbook
 
 from ..conftest import REPO
 from .vault import vault_encrypt

@@ -20,8 +20,8 @@ from prefect import flow
 from prefect.settings import PREFECT_API_URL
 
 from fleetflow import SensorTimeout
+from fleetflow.flowkit.sensors import wait_for_event, wait_for_file, wait_for_http, wait_for_port
 from fleetflow.lab import Lab
-from fleetflow.sensors import wait_for_event, wait_for_file, wait_for_http, wait_for_port
 
 from .stacks import BIN, free_port
 

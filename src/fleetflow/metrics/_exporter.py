@@ -25,7 +25,7 @@ from prefect.client.schemas.sorting import FlowRunSort
 from prefect.events.filters import EventFilter, EventNameFilter, EventOccurredFilter, EventOrder
 from prefect.events.schemas.events import ReceivedEvent
 
-from fleetflow._report import PLAYBOOK_EVENT
+from fleetflow.engine.publish import PLAYBOOK_EVENT
 from fleetflow.metrics._families import ACTIVE_STATES, Families
 from fleetflow.metrics._labels import OTHER, RepositoryNames
 from fleetflow.results import HostStatus, RunStatus

@@ -17,10 +17,10 @@ from urllib.parse import quote
 
 import httpx
 
-from fleetflow._launch import SOCKET_VARIABLE
-from fleetflow._sweep import sweep_stale_run_dirs
+from fleetflow.engine.secrets import write_private
+from fleetflow.engine.sweep import sweep_stale_run_dirs
 from fleetflow.exceptions import StackError
-from fleetflow.secrets import write_private
+from fleetflow.launcher.client import SOCKET_VARIABLE
 from fleetflow.settings import get_settings
 from fleetflow.stack._config import StackConfig, WorkerSpec
 from fleetflow.stack._database import database_url, ensure_database, masked
@@ -294,8 +294,10 @@ class Stack:
         if config.warm_launcher:
             sock = self.directory / f"launcher-{worker.name}.sock"
             env[SOCKET_VARIABLE] = str(sock)
+            # Started as a module (-m), not imported: see fleetflow.launcher.server.
+            argv = [sys.executable, "-m", "fleetflow.launcher.server", str(sock)]
             launcher = spawn(
-                "launcher", worker.name, [sys.executable, "-m", "fleetflow._launcher", str(sock)],
+                "launcher", worker.name, argv,
                 env=env, log=logs / f"launcher-{worker.name}.log", cwd=self.project_dir,
             )  # fmt: skip
             started.append(launcher)

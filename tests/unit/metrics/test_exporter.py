@@ -17,7 +17,7 @@ from prefect.events.schemas.events import ReceivedEvent, RelatedResource, Resour
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from fleetflow._report import PLAYBOOK_EVENT
+from fleetflow.engine.publish import PLAYBOOK_EVENT
 from fleetflow.metrics import Exporter, new_families, served_names
 
 from ...conftest import REPO

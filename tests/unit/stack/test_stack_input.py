@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from fleetflow._locks import chunks, lock_names
+from fleetflow.engine._locks import chunks, lock_names
 from fleetflow.exceptions import StackError
 from fleetflow.stack import StackConfig, parse_worker_option
 from fleetflow.stack._database import database_url, masked

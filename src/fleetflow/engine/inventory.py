@@ -1,0 +1,334 @@
+"""Find playbooks and inventories, and check a run request without touching any host.
+
+The check runs ``ansible-playbook --list-hosts --list-tasks``: Ansible itself parses the
+inventory (strictly: an unparsable source is an error, not an empty inventory), the
+playbook (syntax, roles, imports) and resolves the limit with its own pattern rules.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import SecretStr
+
+from fleetflow.engine.secrets import write_private
+from fleetflow.engine.variables import check_variables, unsafe_yaml
+from fleetflow.exceptions import (
+    ConfigurationError,
+    InventoryError,
+    NoHostsMatched,
+    PlaybookError,
+)
+
+__all__ = [
+    "Preflight",
+    "ansible_environment",
+    "ansible_tool",
+    "host_addresses",
+    "host_groups",
+    "inherited",
+    "inventory_names",
+    "natural_key",
+    "playbook_names",
+    "preflight",
+    "resolve_inventory",
+    "resolve_playbook",
+]
+
+_PLAYBOOK_SUFFIXES = (".yml", ".yaml")
+_HOST_LINE = re.compile(r"^ {6}(\S.*)$")
+# What a playbook or environment may be called to be chosen by name.
+_REPOSITORY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,99}$")
+
+
+@dataclass(frozen=True)
+class Preflight:
+    """What a run request resolves to, found without contacting any host."""
+
+    playbook: Path
+    inventory: Path
+    hosts: tuple[str, ...]
+    task_count: int
+
+
+def ansible_tool(name: str) -> str:
+    """Path of an Ansible CLI from this interpreter's environment (then PATH)."""
+    beside = Path(sys.executable).parent / name
+    if beside.exists():
+        return str(beside)
+    found = shutil.which(name)
+    if found is None:
+        raise ConfigurationError(f"{name} is not installed in this environment")
+    return found
+
+
+# What Ansible inherits from our environment; the rest (PREFECT_*, FLEETFLOW_*: the API
+# credential, the database URL, CI secrets) stays out of reach of its plugins and tasks.
+# FLEETFLOW_STACK_MARK (a directory's path) lets `stack down` find every process of its runs.
+_INHERITED = frozenset(
+    {"PATH", "HOME", "USER", "LOGNAME", "LANG", "TZ", "TERM", "TMPDIR", "SSH_AUTH_SOCK",
+     "FLEETFLOW_STACK_MARK"}
+)  # fmt: skip
+_INHERITED_PREFIXES = ("ANSIBLE_", "LC_")
+
+
+def inherited(name: str) -> bool:
+    """Whether an environment variable of ours may reach Ansible."""
+    return name in _INHERITED or name.startswith(_INHERITED_PREFIXES)
+
+
+def ansible_environment(project_dir: Path) -> dict[str, str]:
+    """Environment for Ansible commands: the project's ansible.cfg, strict parsing, keys
+    checked, and only the allow-listed part of ours."""
+    env = {key: value for key, value in os.environ.items() if inherited(key)}
+    cfg = project_dir / "ansible.cfg"
+    if cfg.exists():
+        env["ANSIBLE_CONFIG"] = str(cfg)
+    env.update(
+        ANSIBLE_HOST_KEY_CHECKING="True",
+        ANSIBLE_INVENTORY_UNPARSED_FAILED="True",
+        ANSIBLE_INVENTORY_ANY_UNPARSED_IS_FAILED="True",
+        ANSIBLE_NOCOLOR="True",
+        ANSIBLE_RETRY_FILES_ENABLED="False",
+    )
+    return env
+
+
+def _probe(path: Path, test: Callable[[Path], bool]) -> bool:
+    """A filesystem test that says False for names the OS refuses (too long, NUL bytes)."""
+    try:
+        return test(path)
+    except (OSError, ValueError):
+        return False
+
+
+def playbook_names(project_dir: Path) -> list[str]:
+    """The repository's playbooks by name: the stems of playbooks/*.yml (and *.yaml)."""
+    base = project_dir / "playbooks"
+    if not base.is_dir():
+        return []
+    found = {p.stem for p in base.iterdir() if p.suffix in _PLAYBOOK_SUFFIXES and p.is_file()}
+    return sorted(n for n in found if _REPOSITORY_NAME.match(n))
+
+
+def inventory_names(project_dir: Path) -> list[str]:
+    """The repository's environments by name: the directories under inventory/."""
+    base = project_dir / "inventory"
+    if not base.is_dir():
+        return []
+    return sorted(p.name for p in base.iterdir() if p.is_dir() and _REPOSITORY_NAME.match(p.name))
+
+
+def _shown(text: str, limit: int = 80) -> str:
+    """A caller's text quoted in a message, cut short: a message must stay a line."""
+    return repr(text if len(text) <= limit else text[:limit] + "...")
+
+
+def resolve_playbook(playbook: str | Path, project_dir: Path) -> Path:
+    """A playbook name under playbooks/ ("site" or "site.yml") or a path to one."""
+    text = str(playbook).strip()
+    if not text:
+        raise PlaybookError("no playbook given")
+    candidates = [Path(text)] if Path(text).is_absolute() else [project_dir / text]
+    base = project_dir / "playbooks"
+    candidates += [base / text, *(base / f"{text}{suffix}" for suffix in _PLAYBOOK_SUFFIXES)]
+    for candidate in candidates:
+        if _probe(candidate, Path.is_file):
+            return candidate.resolve()
+    raise PlaybookError(
+        f"playbook {_shown(text)} not found (looked in {base}); known playbooks: "
+        f"{', '.join(playbook_names(project_dir)) or 'none'}"
+    )
+
+
+def resolve_inventory(inventory: str | Path, project_dir: Path) -> Path:
+    """An environment name under inventory/ ("lab", "staging") or a path to an inventory."""
+    text = str(inventory).strip()
+    if not text:
+        raise InventoryError("no inventory given")
+    path = Path(text)
+    direct = path if path.is_absolute() else project_dir / path
+    for candidate in (direct, project_dir / "inventory" / text):
+        if _probe(candidate, Path.exists):
+            _require_hosts_file(candidate)
+            return candidate.resolve()
+    base = project_dir / "inventory"
+    raise InventoryError(
+        f"unknown inventory {_shown(text)}: no such environment under {base} or path; "
+        f"environments: {', '.join(inventory_names(project_dir)) or 'none'}"
+    )
+
+
+def _require_hosts_file(inventory: Path) -> None:
+    """An environment directory holding only group_vars/host_vars has no hosts to run on."""
+    if not inventory.is_dir():
+        return
+    sources = [p for p in inventory.iterdir() if p.name not in ("group_vars", "host_vars")]
+    if not sources:
+        hint = " (the lab's is written by 'fleetflow lab up')" if inventory.name == "lab" else ""
+        raise InventoryError(f"inventory {inventory} has no hosts file{hint}")
+
+
+def preflight(
+    playbook: str | Path,
+    inventory: str | Path,
+    project_dir: Path,
+    *,
+    limit: str | None = None,
+    tags: list[str] | None = None,
+    skip_tags: list[str] | None = None,
+    extra_vars: Mapping[str, Any] | None = None,
+    vault_password: SecretStr | None = None,
+) -> Preflight:
+    """Check a run request with Ansible itself; raise ConfigurationError on bad input."""
+    playbook_path = resolve_playbook(playbook, project_dir)
+    inventory_path = resolve_inventory(inventory, project_dir)
+    # None: only the hosts are asked for (resolve_hosts); a run always passes a mapping.
+    variables = {} if extra_vars is None else check_variables(playbook_path, extra_vars)
+    if limit is not None and not limit.strip():
+        raise NoHostsMatched("limit is empty: give a host pattern or leave it unset")
+    # Named for the sweep that removes what a killed process left (fleetflow.engine.sweep).
+    with tempfile.TemporaryDirectory(prefix=f"ff-preflight-{os.getpid()}-") as tmp:
+        cmd = [ansible_tool("ansible-playbook"), "-i", str(inventory_path)]
+        cmd += ["--list-hosts", "--list-tasks", str(playbook_path)]
+        if limit:
+            cmd += ["--limit", limit]
+        if tags:
+            cmd += ["--tags", ",".join(tags)]
+        if skip_tags:
+            cmd += ["--skip-tags", ",".join(skip_tags)]
+        if variables:
+            # Through a 0600 file, never the command line (visible in ps); as data only.
+            vars_file = write_private(Path(tmp) / "extra_vars.yml", unsafe_yaml(variables))
+            cmd += ["-e", f"@{vars_file}"]
+        if vault_password is not None:
+            vault_file = write_private(Path(tmp) / "vault", vault_password.get_secret_value())
+            cmd += ["--vault-password-file", str(vault_file)]
+        proc = subprocess.run(
+            cmd,
+            # Ansible refuses a non-blocking stdin, which a worker or CLI may have left us.
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            cwd=project_dir,
+            env=ansible_environment(project_dir),
+            check=False,
+            timeout=300,
+        )
+    if proc.returncode != 0:
+        raise _classify_failure(proc.stdout + proc.stderr, playbook_path, inventory_path, limit)
+    hosts, tasks = _parse_listing(proc.stdout)
+    if not hosts:
+        raise NoHostsMatched(
+            f"no host of inventory {inventory_path} matches the plays of {playbook_path.name}"
+            + (f" with limit {limit!r}" if limit else "")
+        )
+    return Preflight(playbook_path, inventory_path, tuple(sorted(hosts, key=natural_key)), tasks)
+
+
+def natural_key(name: str) -> list[int | str]:
+    """Sort key putting web-2 before web-10."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
+
+
+def _classify_failure(
+    output: str, playbook: Path, inventory: Path, limit: str | None
+) -> ConfigurationError:
+    message = _error_text(output)
+    if "no hosts to target" in message or "Could not match supplied host pattern" in output:
+        return NoHostsMatched(f"limit {limit!r} matches no host in inventory {inventory}")
+    if "inventory" in message.lower() and str(playbook) not in message:
+        return InventoryError(f"inventory {inventory} cannot be used: {message}")
+    return PlaybookError(f"playbook {playbook.name} is not valid: {message}")
+
+
+def _error_text(output: str) -> str:
+    """Ansible's own error lines, without the noise around them."""
+    lines = [ln.rstrip() for ln in output.splitlines() if ln.strip()]
+    start = next((i for i, ln in enumerate(lines) if "ERROR" in ln), 0)
+    return "\n".join(lines[start : start + 12]) or "ansible-playbook failed without a message"
+
+
+def _parse_listing(stdout: str) -> tuple[list[str], int]:
+    hosts: list[str] = []
+    tasks = 0
+    section = ""
+    for line in stdout.splitlines():
+        stripped = line.strip()
+        if line.startswith("    hosts ("):
+            section = "hosts"
+        elif line.startswith("    tasks:"):
+            section = "tasks"
+        elif line.startswith("  play #"):
+            section = ""
+        elif section == "hosts" and (match := _HOST_LINE.match(line)):
+            if match.group(1) not in hosts:
+                hosts.append(match.group(1))
+        elif section == "tasks" and line.startswith("      ") and stripped:
+            tasks += 1
+    return hosts, tasks
+
+
+def _inventory_cli(
+    inventory: Path, project_dir: Path, option: str, timeout: float
+) -> subprocess.CompletedProcess[str]:
+    """`ansible-inventory -i INVENTORY OPTION`, with the project's Ansible environment."""
+    return subprocess.run(
+        [ansible_tool("ansible-inventory"), "-i", str(inventory), option],
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, cwd=project_dir,
+        env=ansible_environment(project_dir), check=False, timeout=timeout,
+    )  # fmt: skip
+
+
+def host_groups(inventory: Path, project_dir: Path, timeout: float = 60) -> dict[str, list[str]]:
+    """Each host's groups (ancestors included; not all/ungrouped), from `ansible-inventory
+    --graph`, which reads no variables (so needs no vault password). Empty on failure:
+    callers use the groups as metric labels, never for deciding what to run.
+    """
+    try:
+        proc = _inventory_cli(inventory, project_dir, "--graph", timeout)
+    except (OSError, subprocess.TimeoutExpired):
+        return {}
+    return parse_graph(proc.stdout) if proc.returncode == 0 else {}
+
+
+def host_addresses(inventory: Path, project_dir: Path, timeout: float = 60) -> set[str]:
+    """Every host's name and `ansible_host` address, from `ansible-inventory --list`.
+
+    The vault is not opened (no password here): a vaulted `ansible_host` is not listed.
+    """
+    try:
+        proc = _inventory_cli(inventory, project_dir, "--list", timeout)
+        hostvars = json.loads(proc.stdout or "{}").get("_meta", {}).get("hostvars", {})
+    except (OSError, subprocess.TimeoutExpired, ValueError) as exc:
+        raise InventoryError(f"cannot list the hosts of {inventory}: {exc}") from exc
+    found = set(hostvars)
+    found.update(str(v["ansible_host"]) for v in hostvars.values() if "ansible_host" in v)
+    return found
+
+
+def parse_graph(text: str) -> dict[str, list[str]]:
+    """Parse `ansible-inventory --graph` ("@all:", "  |--@web:", "  |  |--web-01")."""
+    groups: dict[str, set[str]] = {}
+    path: list[str] = []
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        depth = line.find("--") // 3 + 1 if "--" in line else 0
+        name = line.split("--", 1)[-1].strip()
+        del path[depth:]
+        if name.startswith("@") and name.endswith(":"):
+            path.append(name[1:-1])
+        else:
+            groups.setdefault(name, set()).update(g for g in path if g not in ("all", "ungrouped"))
+    return {host: sorted(names) for host, names in groups.items()}

@@ -1,0 +1,2 @@
+"""The operator's tools: the ``fleetflow`` command, repository and deployment checks,
+``fleetflow deploy`` and run history."""

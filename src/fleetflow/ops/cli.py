@@ -1,0 +1,392 @@
+"""The ``fleetflow`` command: what Prefect and Ansible don't do themselves."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from fleetflow.exceptions import FleetflowError
+from fleetflow.settings import get_settings
+
+_FAULTS = ("cut", "restore", "freeze", "thaw", "kill")
+
+
+def _lab(args: argparse.Namespace) -> int:
+    from fleetflow.lab import Lab, image_info, image_path
+
+    settings = get_settings()
+    inventory_dir = args.inventory or (settings.project_dir / "inventory" / args.name)
+    lab = Lab(args.name, inventory_dir=inventory_dir if args.action == "up" else None)
+    if args.action == "up":
+        started = time.monotonic()
+        hosts = lab.up(args.count)
+        print(f"lab {lab.name}: {len(hosts)} hosts up in {time.monotonic() - started:.1f} s")
+        _print_hosts(lab)
+        print(f"inventory: {lab.inventory_path}")
+    elif args.action == "status":
+        if args.json:
+            print(json.dumps({h: s.value for h, s in lab.status().items()}))
+        elif not lab.exists():
+            print(f"lab {lab.name} is down")
+        else:
+            _print_hosts(lab)
+            info = image_info(image_path(settings.image_dir, settings.lab_debian_suite))
+            print(f"inventory: {lab.inventory_path}\nimage: {info}")
+    elif args.action == "down":
+        lab.down()
+        print(f"lab {lab.name} is down; its hosts, rules and files are removed")
+    elif args.action == "ssh":
+        os.execvp("ssh", [*lab.ssh_args(args.host), *args.command])
+    else:
+        getattr(lab, args.action)(args.host)
+        print(f"{args.host}: {lab.status()[args.host].value}")
+    return 0
+
+
+def _stack(args: argparse.Namespace) -> int:
+    from fleetflow.stack import Stack, StackConfig, parse_worker_option
+
+    settings = get_settings()
+    secret = settings.database_url
+    stack = Stack(
+        settings.stack_dir,
+        settings.project_dir,
+        host=settings.api_host,
+        port=args.port or settings.api_port,
+        database=secret.get_secret_value() if secret else None,
+        server_url=args.server_url or settings.server_url,
+        auth=settings.api_auth.get_secret_value() if settings.api_auth else None,
+    )
+    config_file = args.config or settings.project_dir / "deployments" / "stack.yaml"
+    config = StackConfig.load(config_file) if config_file.exists() else StackConfig()
+    if args.worker:
+        config = config.with_workers([parse_worker_option(w) for w in args.worker])
+    if args.action == "up":
+        started = time.monotonic()
+        status = stack.up(config)
+        if not args.json:
+            print(f"stack up in {time.monotonic() - started:.1f} s")
+    elif args.action == "down":
+        stack.down()
+        print("stack is down; no process of it is left")
+        return 0
+    else:
+        status = stack.status(config.work_pool.name)
+    if args.json:
+        print(json.dumps(_status_json(status)))
+    else:
+        _print_status(status)
+    return 0 if status.up else 1
+
+
+def _automations(args: argparse.Namespace) -> int:
+    from prefect.client.orchestration import get_client
+
+    from fleetflow.alerts import (
+        AlertSettings,
+        apply_plan,
+        channel_blocks,
+        load_specs,
+        plan,
+        save_channels,
+    )
+
+    directory = args.dir or get_settings().project_dir / "deployments" / "automations"
+    specs = load_specs(directory)
+    blocks = channel_blocks(AlertSettings())
+    if not args.dry_run:
+        save_channels(blocks)
+    with get_client(sync_client=True) as client:
+        todo = plan(client, specs)
+        for line in todo.lines():
+            print(line)
+        if args.dry_run:
+            print(f"dry run: {todo.changes} changes not applied")
+        else:
+            apply_plan(client, todo)
+            print(f"{todo.changes} changes applied; channels from environment: {sorted(blocks)}")
+    return 0
+
+
+def _deploy(args: argparse.Namespace) -> int:
+    from fleetflow.ops.deploy import deploy, tighten
+
+    project = get_settings().project_dir
+    lines = tighten(project / "prefect.yaml") if args.tighten_only else deploy(project)
+    for line in lines:
+        print(line)
+    print(f"{len(lines)} deployments: unknown parameters and other inventories refused")
+    return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    from fleetflow.ops.check.repository import check_project
+
+    report = check_project(get_settings().project_dir, lint=not args.no_lint)
+    for problem in report.problems:
+        print(problem)
+    errors = len(report.errors)
+    print(
+        f"{len(report.checked)} checked: {errors} errors, {len(report.problems) - errors} warnings"
+    )
+    return 1 if errors else 0
+
+
+def _history(args: argparse.Namespace) -> int:
+    from prefect.client.orchestration import get_client
+
+    from fleetflow.ops.history import read_history
+
+    if args.host_name:
+        return _host_history(args)
+    with get_client(sync_client=True) as client:
+        records = read_history(client, limit=args.limit, deployment=args.deployment, host=args.host)
+    if args.json:
+        print(json.dumps([r.to_json() for r in records], indent=1))
+        return 0
+    for r in records:
+        where = f"{r.flow}/{r.deployment}" if r.deployment else r.flow
+        print(f"{r.created}  {where:<28} {r.state:<10} by {r.trigger:<24} {r.name}")
+        print(f"    parameters: {json.dumps(r.parameters, sort_keys=True)}")
+        print("    hosts: " + (", ".join(f"{h}={s}" for h, s in r.hosts.items()) or "(none)"))
+    return 0
+
+
+def _host_history(args: argparse.Namespace) -> int:
+    from prefect.client.orchestration import get_client
+
+    from fleetflow.ops.history import read_host_history
+
+    with get_client(sync_client=True) as client:
+        records = read_host_history(client, args.host_name, limit=args.limit)
+    if args.json:
+        print(json.dumps([r.to_json() for r in records], indent=1))
+        return 0
+    rows = [("time", "playbook", "inventory", "outcome", "changed", "flow run")] + [
+        (r.time, r.playbook, r.inventory, r.outcome, str(r.changed),
+         r.flow_run + (f" ({r.attempts} attempts)" if r.attempts > 1 else ""))
+        for r in records
+    ]  # fmt: skip
+    widths = [max(len(row[i]) for row in rows) for i in range(5)]
+    for row in rows if records else []:
+        print(
+            "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False)) + "  " + row[5]
+        )
+    if not records:
+        print(f"no playbook run on {args.host_name} is on record")
+    return 0
+
+
+def _exporter(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime, timedelta
+
+    from fleetflow.metrics import serve
+
+    since = datetime.now(UTC) - timedelta(minutes=args.backfill)
+    print(f"serving http://{args.address}:{args.port}/metrics (Prefect API read every "
+          f"{args.interval:g} s)", flush=True)  # fmt: skip
+    serve(args.address, args.port, args.interval, since=since)
+    return 0
+
+
+def _status_json(status: object) -> dict[str, object]:
+    from fleetflow.stack import StackStatus
+
+    assert isinstance(status, StackStatus)
+    return {
+        "api_url": status.api_url,
+        "database": status.database,
+        "server_healthy": status.server_healthy,
+        "processes": [
+            {"role": p.role, "name": p.name, "pid": p.pid, "alive": alive, "log": p.log}
+            for p, alive in status.processes
+        ],
+        "workers": status.workers,
+        "up": status.up,
+    }
+
+
+def _print_status(status: object) -> None:
+    from fleetflow.stack import StackStatus
+
+    assert isinstance(status, StackStatus)
+    ui = status.api_url.removesuffix("/api")
+    print(f"server:   {ui} ({'healthy' if status.server_healthy else 'not answering'})")
+    print(f"database: {status.database}")
+    for process, alive in status.processes:
+        seen = status.workers.get(process.name, "") if process.role == "worker" else ""
+        state = "running" if alive else "exited"
+        print(f"  {process.role:<7} {process.name:<16} pid {process.pid:<8} {state} {seen}")
+        print(f"          log: {process.log}")
+    print(f"use it:   export PREFECT_API_URL={status.api_url}")
+    print(f'          export PREFECT_API_AUTH_STRING="{status.auth_source}"')
+
+
+def _print_hosts(lab: object) -> None:
+    from fleetflow.lab import Lab
+
+    assert isinstance(lab, Lab)
+    states = lab.status()
+    for host in lab.hosts():
+        print(f"  {host.name:<14} {host.address:<15} {host.group:<6} {states[host.name].value}")
+
+
+def _add_observability(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """`history` and `exporter`: what ran where, and metrics about it."""
+    history = commands.add_parser(
+        "history", help="runs: trigger, parameters, per-host outcome; or one host's runs"
+    )
+    history.add_argument(
+        "host_name", nargs="?", metavar="HOST",
+        help="a host's last runs: playbook, outcome, changed count, time",
+    )  # fmt: skip
+    history.add_argument("--limit", type=int, default=20)
+    history.add_argument("--deployment", help="flow/deployment, e.g. site/lab")
+    history.add_argument("--host", help="only runs that targeted this host")
+    history.add_argument("--json", action="store_true")
+    history.set_defaults(handler=_history)
+
+    exporter = commands.add_parser("exporter", help="Prometheus metrics from the Prefect API")
+    exporter.add_argument("--address", default="127.0.0.1", help="default: 127.0.0.1")
+    exporter.add_argument("--port", type=int, default=9184, help="default: 9184")
+    exporter.add_argument("--interval", type=float, default=15, help="API poll, s (default 15)")
+    exporter.add_argument(
+        "--backfill", type=float, default=0, metavar="MINUTES",
+        help="also count what finished in the last MINUTES (default 0: from now on)",
+    )  # fmt: skip
+    exporter.set_defaults(handler=_exporter)
+
+
+_BENCHMARKS = {
+    "overhead": "fleetflow's run_playbook in a flow vs plain ansible-playbook, same settings",
+    "speed": "fleetflow's defaults vs stock ansible-playbook, each default on its own",
+    "events": "events/s from the runner to Prefect logs; ansible's pace with and without",
+    "scale": "one run over 200 hosts (time, peak memory, lost events); 20 concurrent runs",
+    "trigger": "prefect deployment run -> first playbook event (p50, p90)",
+    "lab": "lab up/down times and what 50 hosts cost",
+}
+
+
+def _bench(args: argparse.Namespace) -> int:
+    files = {"trigger": "trigger_latency", "lab": "lab_up"}
+    name = files.get(args.benchmark, args.benchmark)
+    script = get_settings().project_dir / "bench" / f"{name}.py"
+    if not script.is_file():
+        raise FleetflowError(f"{script} not found: run from a fleetflow checkout")
+    extra = [a for a in args.options if a != "--"]
+    return subprocess.run([sys.executable, str(script), *extra], check=False).returncode
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fleetflow", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    lab = commands.add_parser("lab", help="a fleet of isolated SSH hosts on this machine")
+    lab_actions = lab.add_subparsers(dest="action", required=True)
+    up = lab_actions.add_parser("up", help="start (or resize) the lab; keeps running hosts")
+    up.add_argument("count", nargs="?", type=int, help="number of hosts (default: 5, or as is)")
+    up.add_argument("--inventory", type=lambda p: Path(p).resolve(), help="inventory dir to write")
+    status = lab_actions.add_parser("status", help="show hosts and their state")
+    status.add_argument("--json", action="store_true")
+    lab_actions.add_parser("down", help="stop every host and remove all the lab created")
+    ssh = lab_actions.add_parser("ssh", help="open a shell (or run a command) on a host")
+    ssh.add_argument("host")
+    ssh.add_argument("command", nargs=argparse.REMAINDER)
+    for fault in _FAULTS:
+        sub = lab_actions.add_parser(fault, help=f"fault injection: {fault} a host")
+        sub.add_argument("host")
+    for sub in lab_actions.choices.values():
+        sub.add_argument("--name", default="lab", help="lab name (default: lab)")
+    lab.set_defaults(handler=_lab, inventory=None, count=None)
+
+    stack = commands.add_parser("stack", help="Prefect server, work pool and workers")
+    stack_actions = stack.add_subparsers(dest="action", required=True)
+    stack_up = stack_actions.add_parser("up", help="start server and workers (keeps running ones)")
+    stack_up.add_argument(
+        "--worker",
+        action="append",
+        metavar="NAME=QUEUE[,QUEUE]",
+        help="run this worker instead of the config's (repeatable)",
+    )
+    stack_actions.add_parser(
+        "status", help="server health, processes, workers as Prefect sees them"
+    )
+    stack_actions.add_parser("down", help="stop workers (and their runs) and the server")
+    for sub in stack_actions.choices.values():
+        sub.add_argument("--config", type=Path, help="stack file (default: deployments/stack.yaml)")
+        sub.add_argument("--port", type=int, help="server port (default: FLEETFLOW_API_PORT, 4200)")
+        sub.add_argument("--json", action="store_true")
+        sub.add_argument(
+            "--server-url",
+            help="a Prefect server elsewhere (http://host:4200): run only this machine's workers",
+        )
+    stack.set_defaults(handler=_stack, worker=None)
+
+    automations = commands.add_parser("automations", help="alerts kept in the repository")
+    automation_actions = automations.add_subparsers(dest="action", required=True)
+    apply = automation_actions.add_parser(
+        "apply", help="make the server's fleetflow/* automations match the repository"
+    )
+    apply.add_argument("--dry-run", action="store_true", help="show the changes, apply nothing")
+    apply.add_argument("--dir", type=Path, help="default: deployments/automations")
+    automations.set_defaults(handler=_automations)
+
+    _add_observability(commands)
+
+    bench = commands.add_parser(
+        "bench", help="run a benchmark on a lab of its own; writes bench/RESULTS.md",
+        description="\n".join(f"{k:<9} {v}" for k, v in _BENCHMARKS.items()),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
+    bench.add_argument("benchmark", choices=list(_BENCHMARKS))
+    bench.add_argument("options", nargs=argparse.REMAINDER, help="the benchmark's options")
+    bench.set_defaults(handler=_bench)
+
+    deploy = commands.add_parser(
+        "deploy",
+        help="prefect deploy --all, then make every deployment refuse what callers may not send",
+    )
+    deploy.add_argument(
+        "--tighten-only", action="store_true",
+        help="only make the server's deployments strict (after deploying them another way)",
+    )  # fmt: skip
+    deploy.set_defaults(handler=_deploy)
+
+    check = commands.add_parser("check", help="validate the repository without touching hosts")
+    check.add_argument("--no-lint", action="store_true", help="skip yamllint and ansible-lint")
+    check.set_defaults(handler=_check)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(message)s",
+    )
+    # One line per API request drowns what -v is for.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    handler: Callable[[argparse.Namespace], int] = args.handler
+    try:
+        return handler(args)
+    except FleetflowError as exc:
+        print(f"fleetflow: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        # The reader (e.g. `| head`) went away; that is not our failure.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

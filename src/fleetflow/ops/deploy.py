@@ -1,0 +1,157 @@
+"""`fleetflow deploy`: Prefect's `deploy --all`, then each deployment's parameter schema
+made strict on the server, so it refuses what a caller may not send when a run is created.
+
+Prefect builds a deployment's schema from the flow's signature and keeps no more: unknown
+parameters pass, and every deployment of a flow accepts every inventory. fleetflow then
+sets, per deployment:
+
+- ``additionalProperties: false``: an unknown parameter is refused (409) instead of
+  crashing the run later;
+- the inventories it may run on: the one its ``parameters.inventory`` in prefect.yaml
+  names, or the list under its ``fleetflow: {inventories: [...]}`` key (Prefect ignores
+  that key). `playbook/lab` runs on lab only;
+- per playbook, the variables it declares (playbooks/params/<name>.yml) and their types;
+- a time limit: ``parameters.time_limit`` (the flow's default otherwise) at most
+  MAX_TIME_LIMIT, refused above it here and by the schema at trigger time.
+
+The flows check the same again when they start (the API lets a caller skip the server's
+schema check), so this is the first line, not the only one.
+"""
+
+from __future__ import annotations
+
+import copy
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from fleetflow.engine.inventory import resolve_playbook
+from fleetflow.engine.variables import load_declaration
+from fleetflow.exceptions import ConfigurationError
+
+__all__ = ["MAX_TIME_LIMIT", "DeploymentRules", "deploy", "strict_schema", "tighten"]
+
+MAX_TIME_LIMIT = 24 * 3600
+
+
+@dataclass(frozen=True)
+class DeploymentRules:
+    """What prefect.yaml says a deployment may be asked for."""
+
+    name: str
+    entrypoint: str
+    inventories: tuple[str, ...] = ()
+    time_limit: int | None = None
+
+
+def load_rules(prefect_yaml: Path) -> list[DeploymentRules]:
+    """Each deployment's rules from prefect.yaml; ConfigurationError on a bad one."""
+    try:
+        data = yaml.safe_load(prefect_yaml.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigurationError(f"cannot read {prefect_yaml}: {exc}") from exc
+    return [_rules(entry) for entry in data.get("deployments") or []]
+
+
+def _rules(entry: dict[str, Any]) -> DeploymentRules:
+    name, entrypoint = str(entry.get("name")), str(entry.get("entrypoint"))
+    parameters = entry.get("parameters") or {}
+    extra = entry.get("fleetflow") or {}
+    inventories = extra.get("inventories") or (
+        [parameters["inventory"]] if "inventory" in parameters else []
+    )
+    limit = parameters.get("time_limit")
+    if limit is not None and not (isinstance(limit, int) and 60 <= limit <= MAX_TIME_LIMIT):
+        raise ConfigurationError(
+            f"deployment {name} ({entrypoint}): time_limit {limit!r} must be 60-"
+            f"{MAX_TIME_LIMIT} seconds"
+        )
+    return DeploymentRules(name, entrypoint, tuple(str(i) for i in inventories), limit)
+
+
+def strict_schema(
+    schema: dict[str, Any], rules: DeploymentRules | None, project_dir: Path
+) -> dict[str, Any]:
+    """The deployment's schema refusing unknown parameters, other inventories and, for each
+    playbook, the variables it does not declare."""
+    strict = copy.deepcopy(schema)
+    strict["additionalProperties"] = False
+    for part in [strict, *(strict.get("definitions") or {}).values()]:
+        _declared_variables(part, project_dir)
+    properties = strict.get("properties") or {}
+    if rules and rules.inventories and "inventory" in properties:
+        known = properties["inventory"].get("enum")
+        unknown = [i for i in rules.inventories if known is not None and i not in known]
+        if unknown:
+            raise ConfigurationError(
+                f"deployment {rules.name}: inventories {unknown} are not environments of "
+                f"the repository ({', '.join(known or [])})"
+            )
+        properties["inventory"]["enum"] = list(rules.inventories)
+    if "time_limit" in properties:
+        properties["time_limit"]["maximum"] = MAX_TIME_LIMIT
+    return strict
+
+
+def _declared_variables(schema: dict[str, Any], project_dir: Path) -> None:
+    """Where `playbook` picks a playbook and `extra_vars` sets its variables: for each
+    playbook, only what it declares (JSON schema if/then, checked by the server)."""
+    properties = schema.get("properties") or {}
+    names = (properties.get("playbook") or {}).get("enum")
+    if not names or "extra_vars" not in properties:
+        return
+    rules = []
+    for name in names:
+        declared = load_declaration(resolve_playbook(name, project_dir)).json_schema()
+        rules.append(
+            {
+                "if": {"properties": {"playbook": {"const": name}}, "required": ["playbook"]},
+                "then": {"properties": {"extra_vars": {"anyOf": [{"type": "null"}, declared]}}},
+            }
+        )
+    schema["allOf"] = rules
+
+
+def tighten(prefect_yaml: Path) -> list[str]:
+    """Make the schema of every deployment of the server strict; one line per deployment."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import DeploymentUpdate
+
+    rules = {(r.name, r.entrypoint): r for r in load_rules(prefect_yaml)}
+    lines = []
+    with get_client(sync_client=True) as client:
+        for deployment in client.read_deployments():
+            schema = deployment.parameter_openapi_schema
+            if not schema:
+                continue
+            rule = rules.get((deployment.name, str(deployment.entrypoint)))
+            client.update_deployment(
+                deployment.id,
+                DeploymentUpdate(
+                    parameter_openapi_schema=strict_schema(schema, rule, prefect_yaml.parent),
+                    enforce_parameter_schema=True,
+                ),
+            )
+            pinned = (
+                f"inventories {', '.join(rule.inventories)}" if rule and rule.inventories else ""
+            )
+            lines.append(f"{deployment.name} ({deployment.entrypoint}): strict {pinned}".strip())
+    return lines
+
+
+def deploy(project_dir: Path) -> list[str]:
+    """`prefect deploy --all` from the repository root, then `tighten`."""
+    prefect_yaml = project_dir / "prefect.yaml"
+    load_rules(prefect_yaml)  # refuse a bad file before deploying anything
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "prefect"), "--no-prompt", "deploy", "--all"],
+        cwd=project_dir, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+        check=False, timeout=900,
+    )  # fmt: skip
+    if done.returncode != 0:
+        raise ConfigurationError(f"prefect deploy failed:\n{(done.stdout + done.stderr)[-3000:]}")
+    return tighten(prefect_yaml)

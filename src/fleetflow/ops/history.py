@@ -1,0 +1,198 @@
+"""`fleetflow history`: who or what started each run, with what, on which hosts, and how
+each host ended - read back from the Prefect API (the audit trail lives in its database).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from prefect.client.orchestration import SyncPrefectClient
+from prefect.client.schemas.filters import (
+    ArtifactFilter,
+    ArtifactFilterFlowRunId,
+    DeploymentFilter,
+    DeploymentFilterId,
+)
+from prefect.client.schemas.objects import FlowRun
+from prefect.client.schemas.sorting import FlowRunSort
+from prefect.events.filters import (
+    EventFilter,
+    EventNameFilter,
+    EventOccurredFilter,
+    EventOrder,
+    EventRelatedFilter,
+)
+
+from fleetflow.engine.publish import HOST_RESOURCE, PLAYBOOK_EVENT
+from fleetflow.engine.secrets import MASK
+
+__all__ = [
+    "HostRunRecord",
+    "RunRecord",
+    "mask_parameters",
+    "read_history",
+    "read_host_history",
+    "trigger_of",
+]
+
+# Parameter names that hold secrets; `*_secret` parameters hold block *names* and stay.
+_SECRET_NAME = re.compile(r"pass(word)?|secret|token|credential|private|api_?key", re.I)
+
+
+@dataclass
+class RunRecord:
+    id: str
+    name: str
+    flow: str
+    deployment: str
+    state: str
+    trigger: str
+    created: str
+    started: str | None
+    ended: str | None
+    parameters: dict[str, Any]
+    hosts: dict[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def mask_parameters(value: Any, key: str = "") -> Any:
+    """Parameters with the values of secret-looking names (at any depth) masked."""
+    if isinstance(value, dict):
+        return {k: mask_parameters(v, str(k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [mask_parameters(v, key) for v in value]
+    if key and _SECRET_NAME.search(key) and not key.endswith("_secret") and value is not None:
+        return MASK
+    return value
+
+
+def trigger_of(run: FlowRun, automations: dict[str, str]) -> str:
+    """schedule, automation <name>, user <name> (when the server knows users), else api."""
+    if run.auto_scheduled:
+        return "schedule"
+    key = run.idempotency_key or ""
+    for automation_id, name in automations.items():
+        if automation_id in key:
+            return f"automation {name}"
+    if run.created_by and run.created_by.display_value:
+        return f"{(run.created_by.type or 'user').lower()} {run.created_by.display_value}"
+    return "api"  # `prefect deployment run`, the UI or a script, with the API credentials
+
+
+def _hosts(client: SyncPrefectClient, run: FlowRun) -> dict[str, str]:
+    artifacts = client.read_artifacts(
+        artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run.id]))
+    )
+    hosts: dict[str, str] = {}
+    for artifact in artifacts:
+        if artifact.type != "table" or not (artifact.key or "").startswith("hosts-"):
+            continue
+        rows: Any = json.loads(artifact.data) if isinstance(artifact.data, str) else artifact.data
+        for row in rows or []:
+            hosts[str(row["host"])] = str(row["status"])
+    return hosts
+
+
+def _stamp(value: Any) -> str | None:
+    return value.isoformat(timespec="seconds") if value else None
+
+
+def read_history(
+    client: SyncPrefectClient,
+    *,
+    limit: int = 20,
+    deployment: str | None = None,
+    host: str | None = None,
+) -> list[RunRecord]:
+    """The newest runs first; `deployment` is 'flow/name'; `host` keeps runs that touched it."""
+    deployment_filter = None
+    if deployment:
+        found = client.read_deployment_by_name(deployment)
+        deployment_filter = DeploymentFilter(id=DeploymentFilterId(any_=[found.id]))
+    runs = client.read_flow_runs(
+        deployment_filter=deployment_filter,
+        sort=FlowRunSort.EXPECTED_START_TIME_DESC,
+        limit=limit if host is None else max(limit * 10, 200),
+    )
+    automations = {str(a.id): a.name for a in client.read_automations()}
+    flows: dict[Any, str] = {}
+    deployments: dict[Any, str] = {}
+    records = []
+    for run in runs:
+        if run.flow_id not in flows:
+            flows[run.flow_id] = client.read_flow(run.flow_id).name
+        if run.deployment_id and run.deployment_id not in deployments:
+            deployments[run.deployment_id] = client.read_deployment(run.deployment_id).name
+        hosts = _hosts(client, run)
+        if host is not None and host not in hosts:
+            continue
+        records.append(
+            RunRecord(
+                id=str(run.id), name=run.name, flow=flows[run.flow_id],
+                deployment=deployments.get(run.deployment_id, ""),
+                state=(run.state.name or run.state.type.value) if run.state else "?",
+                trigger=trigger_of(run, automations), created=_stamp(run.created) or "",
+                started=_stamp(run.start_time), ended=_stamp(run.end_time),
+                parameters=mask_parameters(run.parameters), hosts=hosts,
+            )
+        )  # fmt: skip
+        if len(records) >= limit:
+            break
+    return records
+
+
+@dataclass
+class HostRunRecord:
+    """One playbook run as one host saw it."""
+
+    time: str
+    playbook: str
+    inventory: str
+    outcome: str
+    changed: int
+    attempts: int
+    flow_run: str
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def read_host_history(
+    client: SyncPrefectClient, host: str, *, limit: int = 20, days: int = 365
+) -> list[HostRunRecord]:
+    """The host's last `limit` playbook runs, newest first (as far as the server keeps
+    events: PREFECT_SERVER_EVENTS_RETENTION_PERIOD)."""
+    wanted = max(limit, 1)
+    page = client.read_events(
+        EventFilter(
+            occurred=EventOccurredFilter(since=datetime.now(UTC) - timedelta(days=days)),
+            event=EventNameFilter(name=[PLAYBOOK_EVENT]),
+            related=EventRelatedFilter(id=[f"{HOST_RESOURCE}{host}"]),
+            order=EventOrder.DESC,
+        ),
+        limit=min(wanted, 50),  # the server's page maximum
+    )
+    events = list(page.events)
+    while len(events) < wanted and page.next_page:
+        page = client.read_events_page(str(page.next_page))
+        events += page.events
+    records = []
+    for event in events[:wanted]:
+        outcome = (event.payload.get("hosts") or {}).get(host, {})
+        flow_run = next((r.name or r.id for r in event.related if r.role == "flow-run"), "")
+        records.append(
+            HostRunRecord(
+                time=event.occurred.isoformat(timespec="seconds"),
+                playbook=str(event.payload.get("playbook", "?")),
+                inventory=str(event.payload.get("inventory", "?")),
+                outcome=str(outcome.get("status", "?")), changed=int(outcome.get("changed", 0)),
+                attempts=int(outcome.get("attempts", 1)), flow_run=flow_run,
+            )
+        )  # fmt: skip
+    return records
