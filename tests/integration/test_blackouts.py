@@ -80,7 +80,8 @@ def test_fail_policy_in_an_open_window_runs_nothing(lab: Lab, tmp_path: Path) ->
     assert "blackout window 'test freeze'" in message
     assert all(h.name in message for h in lab.hosts())
     assert "(group all)" in message and "nothing was run" in message and "check mode" in message
-    assert time.monotonic() - started < 60
+    # It did not wait for the window (an hour): a busy machine may still take a while.
+    assert time.monotonic() - started < 600
     assert written(lab, path) == []
 
 

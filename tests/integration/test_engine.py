@@ -286,10 +286,11 @@ def test_timeout_kills_the_run(lab: Lab) -> None:
     started = time.monotonic()
     with pytest.raises(PlaybookTimedOut) as caught:
         run(lab, str(FIXTURES / "sleep.yml"), limit=host, timeout=4,
-            extra_vars={"tag": tag, "seconds": 30})  # fmt: skip
+            extra_vars={"tag": tag, "seconds": 120})  # fmt: skip
     elapsed = time.monotonic() - started
     assert caught.value.result.status == RunStatus.TIMED_OUT
-    assert elapsed < 20, elapsed
+    # Ended long before the command would have (not a speed figure: the machine may be busy).
+    assert elapsed < 120, elapsed
     assert lab.ssh(host, f"test -e /root/ff-sleep-started-{tag}").returncode == 0
     assert lab.ssh(host, f"test -e /root/ff-sleep-ended-{tag}").returncode == 1
     # This lab's only: another test process may run sleep.yml on its own lab meanwhile.

@@ -186,12 +186,36 @@ def test_host_locks_serialize_overlapping_runs_and_not_disjoint_ones(
     shared = _holds(lab, two)
     assert set(shared) == {"A", "B"} and not _overlap(shared["A"], shared["B"])
     only_a, only_b = _holds(lab, one), _holds(lab, three)
-    # Disjoint hosts: both runs play at the same time.
-    runs = stack.wait_final(start("C", one), start("D", three))
-    assert {r[0] for r in runs.values()} == {"COMPLETED"}, runs
-    c, d = _holds(lab, one)["C"], _holds(lab, three)["D"]
-    assert _overlap(c, d), f"disjoint runs were serialized: {c} {d}"
     assert set(only_a) == {"A"} and set(only_b) == {"B"}
+    # Disjoint hosts: a run on the third host starts and ends while another run holds the
+    # first one (it is waiting on that host for a file only the test creates). A lock wider
+    # than the run's own hosts would keep the second run waiting until the release. Asserted
+    # on order, not on wall-clock overlap: a busy worker may start two runs seconds apart.
+    release = "/var/tmp/ff-release"
+    lab.ssh(one, f"rm -f {release}")
+    holder = stack.trigger(
+        "playbook/lab", playbook="wait_for_file", inventory=stack.inventory, limit=one,
+        extra_vars={"fleetflow_wait_path": release, "fleetflow_wait_sleep": 1},
+    )[1]  # fmt: skip
+    try:
+        _wait_for_module(lab, one, "AnsiballZ_wait_for")
+        runs = stack.wait_final(start("D", three), timeout=300)
+        assert {r[0] for r in runs.values()} == {"COMPLETED"}, runs
+        assert set(_holds(lab, three)) == {"D"}
+        assert stack.state(holder)[0] == "RUNNING", "the holder ended before it was released"
+    finally:
+        lab.ssh(one, f"touch {release}")
+    assert stack.wait_final(holder)[holder][0] == "COMPLETED"
+    lab.ssh(one, f"rm -f {release}")
+
+
+def _wait_for_module(lab: Lab, host: str, module: str, timeout: float = 240) -> None:
+    """Until an Ansible module process runs on the host: the run holds its lock by then."""
+    deadline = time.monotonic() + timeout
+    # The bracket keeps pgrep from matching the shell that runs it.
+    while lab.ssh(host, f"pgrep -f '[{module[0]}]{module[1:]}'").returncode != 0:
+        assert time.monotonic() < deadline, f"{module} not running on {host} in {timeout} s"
+        time.sleep(0.5)
 
 
 def test_a_workers_only_stack_joins_the_server_and_leaves_it_running(
