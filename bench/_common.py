@@ -29,7 +29,7 @@ from typing import Any
 from prefect import flow
 
 from fleetflow import PlaybookResult, RunStatus, run_playbook
-from fleetflow.engine.inventory import ansible_environment, ansible_tool
+from fleetflow.engine._ansible import ansible_environment, ansible_tool
 from fleetflow.lab import Lab
 
 # Telemetry writes from a second process lock the harness's SQLite database now and then.

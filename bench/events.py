@@ -38,7 +38,8 @@ from prefect.context import get_run_context
 
 from fleetflow.engine._collector import EventCollector
 from fleetflow.engine._runlog import RunLog
-from fleetflow.engine._runner import RunnerRequest, run_ansible
+from fleetflow.engine._runner import run_ansible
+from fleetflow.engine.request import RunRequest
 
 HOSTS = tuple(f"bench-local-{i}" for i in range(1, 6))
 
@@ -62,7 +63,7 @@ def write_workload(directory: Path, tasks: int) -> tuple[Path, Path]:
 
 def record(playbook: Path, inventory: Path) -> list[dict[str, Any]]:
     events: list[dict[str, Any]] = []
-    request = RunnerRequest(playbook, inventory, REPO, forks=len(HOSTS))
+    request = RunRequest(playbook, inventory, REPO, forks=len(HOSTS))
     outcome = run_ansible(request, events.append, threading.Event())
     if outcome.rc != 0:
         raise SystemExit(f"recording run failed: {outcome.output_tail}")

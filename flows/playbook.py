@@ -7,7 +7,7 @@ from typing import Annotated
 from prefect import State, flow
 from pydantic import Field
 
-from fleetflow import ConfigurationError, PlaybookResult, RetryPolicy, run_playbook
+from fleetflow import ConfigurationError, PlaybookResult, run_playbook
 from fleetflow.engine.run import time_limit as limited
 from fleetflow.flowkit.change import plan_and_apply
 from fleetflow.flowkit.params import (
@@ -24,6 +24,7 @@ from fleetflow.flowkit.params import (
     Tags,
     TimeLimit,
     Variables,
+    retry_policy,
 )
 from fleetflow.flowkit.summary import print_result
 
@@ -74,7 +75,7 @@ def playbook(
             diff=diff or (check_mode and approval),
             forks=forks,
             max_fail_percentage=max_fail_percentage,
-            retry=RetryPolicy(attempts=retries + 1, delay_seconds=retry_delay),
+            retry=retry_policy(retries, retry_delay),
             raise_on_failure=not (check_mode and approval),
             ssh_key_secret=ssh_key_secret,
             become_password_secret=become_password_secret,
@@ -85,12 +86,11 @@ def playbook(
         with limited(time_limit):
             return run(check_mode)
 
-    if not approval:
-        result = bounded(check)
-        print_result(result)
-        return result
-    outcome = plan_and_apply(bounded, timeout=approval_timeout, approvers=approvers or ())
-    if isinstance(outcome, PlaybookResult):
+    if approval:
+        outcome = plan_and_apply(bounded, timeout=approval_timeout, approvers=approvers or ())
+    else:
+        outcome = bounded(check)
+    if isinstance(outcome, PlaybookResult):  # not the Cancelled state of a refused change
         print_result(outcome)
     return outcome
 

@@ -12,7 +12,7 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
-from fleetflow import ConfigurationError, PlaybookResult, resolve_hosts, run_playbook
+from fleetflow import PlaybookResult, RolloutStopped, resolve_hosts, run_playbook
 from fleetflow.engine.run import time_limit as limited
 from fleetflow.flowkit.params import (
     DEFAULT_TIME_LIMIT,
@@ -22,6 +22,7 @@ from fleetflow.flowkit.params import (
     TimeLimit,
     Version,
 )
+from fleetflow.flowkit.summary import markdown_table
 
 
 def batches(hosts: list[str], size: int) -> list[list[str]]:
@@ -42,10 +43,6 @@ def rolling_update(
 
 
 def _rollout(version: str, hosts: str, inventory: str, batch_size: int) -> dict[str, Any]:
-    if batch_size < 1:
-        raise ConfigurationError("batch_size must be at least 1")
-    if not version.strip():
-        raise ConfigurationError("version must not be empty")
     logger = get_run_logger()
     targets = resolve_hosts(
         "deploy_app", inventory=inventory, limit=hosts, extra_vars={"app_version": version}
@@ -92,27 +89,21 @@ def _rollout(version: str, hosts: str, inventory: str, batch_size: int) -> dict[
     _publish(report, before)
     if report["stopped"]:
         failed = next(r for r in report["batches"] if r["health"] != "completed")
-        raise RuntimeError(f"rollout of {version} stopped at batch {failed['batch']}")
+        raise RolloutStopped(f"rollout of {version} stopped at batch {failed['batch']}")
     return report
 
 
 def _publish(report: dict[str, Any], before: PlaybookResult) -> None:
-    lines = [
-        f"# Rolling update to {report['version']}",
-        "",
-        "| batch | hosts | deploy | health | changed | version before |",
-        "|---|---|---|---|---|---|",
-    ]
+    rows = []
     for row in report["batches"]:
         versions = ", ".join(
             str(before.hosts[h].outputs.get("version", "none")) if h in before.hosts else "?"
             for h in row["hosts"]
         )
-        lines.append(
-            f"| {row['batch']} | {', '.join(row['hosts'])} | {row['deploy']} | "
-            f"{row['health']} | {row['changed']} | {versions} |"
-        )
-    lines.append("")
+        rows.append((row["batch"], ", ".join(row["hosts"]), row["deploy"], row["health"],
+                     row["changed"], versions))  # fmt: skip
+    columns = ("batch", "hosts", "deploy", "health", "changed", "version before")
+    lines = [f"# Rolling update to {report['version']}", "", markdown_table(columns, rows), ""]
     if report["stopped"]:
         lines.append("**Stopped**: later batches were not touched.")
     elif all(row["changed"] == "none" for row in report["batches"]):

@@ -8,7 +8,7 @@ from prefect import flow
 from prefect.artifacts import create_table_artifact
 from pydantic import Field
 
-from fleetflow import ConfigurationError, PlaybookFailed, RetryPolicy, run_playbook
+from fleetflow import PlaybookFailed, run_playbook
 from fleetflow.engine.run import time_limit as limited
 from fleetflow.flowkit.params import (
     DEFAULT_TIME_LIMIT,
@@ -21,6 +21,7 @@ from fleetflow.flowkit.params import (
     RetryDelay,
     Script,
     TimeLimit,
+    retry_policy,
 )
 from fleetflow.flowkit.summary import print_result
 
@@ -47,8 +48,6 @@ def run_script(
     Returns each host's exit code, stdout and stderr. A script never runs twice at once on
     one host (it holds a lock there); its output is also logged on the host.
     """
-    if batch_size is not None and batch_size < 1:
-        raise ConfigurationError("batch_size must be at least 1")
     with limited(time_limit):
         result = run_playbook(
             "run_script",
@@ -60,7 +59,7 @@ def run_script(
                 "script_batch_size": str(batch_size) if batch_size else "100%",
             },
             max_fail_percentage=max_fail_percentage,
-            retry=RetryPolicy(attempts=retries + 1, delay_seconds=retry_delay),
+            retry=retry_policy(retries, retry_delay),
             raise_on_failure=False,
         )
     outputs = {

@@ -24,6 +24,7 @@ from fleetflow import ConfigurationError, PlaybookResult, PlaybookRunError, run_
 from fleetflow.engine.run import resolve_hosts
 from fleetflow.engine.run import time_limit as limited
 from fleetflow.flowkit.params import DEFAULT_TIME_LIMIT, Inventory, Step, TimeLimit
+from fleetflow.flowkit.summary import markdown_table
 
 Steps = Annotated[list[Step], Field(min_length=1, max_length=100)]
 
@@ -106,9 +107,11 @@ def _stopped(rows: list[dict[str, object]], failure: BaseException) -> BaseExcep
 
 
 def _publish(rows: list[dict[str, object]]) -> None:
-    lines = ["| step | what | outcome | changed hosts |", "|---|---|---|---|"]
-    lines += [f"| {r['step']} | {r['title']} | {r['outcome']} | {r['changed']} |" for r in rows]
-    create_markdown_artifact("\n".join(lines), key="runbook", description="Runbook steps")
+    table = markdown_table(
+        ("step", "what", "outcome", "changed hosts"),
+        [(r["step"], r["title"], r["outcome"], r["changed"]) for r in rows],
+    )
+    create_markdown_artifact(table, key="runbook", description="Runbook steps")
 
 
 if __name__ == "__main__":

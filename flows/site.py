@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prefect import flow
 
-from fleetflow import PlaybookResult, RetryPolicy, run_playbook
+from fleetflow import PlaybookResult, run_playbook
 from fleetflow.engine.run import time_limit as limited
 from fleetflow.flowkit.params import (
     DEFAULT_TIME_LIMIT,
@@ -14,6 +14,7 @@ from fleetflow.flowkit.params import (
     RetryDelay,
     Tags,
     TimeLimit,
+    retry_policy,
 )
 from fleetflow.flowkit.summary import print_result
 
@@ -42,7 +43,7 @@ def site(
             check=check,
             diff=diff,
             tags=tags,
-            retry=RetryPolicy(attempts=retries + 1, delay_seconds=retry_delay),
+            retry=retry_policy(retries, retry_delay),
         )
     print_result(result)
     return result

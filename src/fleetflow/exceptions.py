@@ -15,6 +15,8 @@
     ├── SensorTimeout             a sensor's condition was not met within its timeout
     ├── TimeLimitReached          the run's time limit passed before a playbook could start
     ├── AlertError                automations or alert channels could not be applied
+    ├── ApprovalError             the run could not pause for an approval; nothing was applied
+    ├── RolloutStopped            a batch failed its deploy or health check; later ones untouched
     └── PlaybookRunError          the playbook ran and did not succeed; carries `.result`
         ├── PlaybookFailed          failed/unreachable hosts above max_fail_percentage
         ├── PlaybookTimedOut        the run exceeded its timeout and was killed
@@ -35,6 +37,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AlertError",
+    "ApprovalError",
     "ConfigurationError",
     "FleetflowError",
     "HostLockTimeout",
@@ -48,6 +51,7 @@ __all__ = [
     "PlaybookRunError",
     "PlaybookTimedOut",
     "PrerequisiteMissing",
+    "RolloutStopped",
     "SensorTimeout",
     "StackError",
     "TimeLimitReached",
@@ -88,6 +92,16 @@ class StackError(FleetflowError):
 
 class AlertError(FleetflowError):
     """An automation file is invalid, or automations/channels could not be applied."""
+
+
+class ApprovalError(FleetflowError):
+    """The run could not pause to wait for an approval (it is not a flow run, or the server
+    refused the pause); nothing was applied."""
+
+
+class RolloutStopped(FleetflowError):
+    """A batch of a rolling change failed its deploy or its health check: the rollout stopped
+    there and later batches were not touched. The run's report artifact shows each batch."""
 
 
 class HostLockTimeout(FleetflowError):

@@ -26,7 +26,7 @@ from fleetflow import (
     RunStatus,
     run_playbook,
 )
-from fleetflow.engine.inventory import ansible_environment, ansible_tool
+from fleetflow.engine._ansible import ansible_environment, ansible_tool
 from fleetflow.lab import Lab
 from tests.conftest import REPO
 

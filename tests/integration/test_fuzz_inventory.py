@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fleetflow.engine.inventory import preflight
+from fleetflow.engine.request import RunRequest
 from fleetflow.exceptions import ConfigurationError
 
 from ..conftest import REPO
@@ -35,7 +36,7 @@ def test_any_inventory_text_gives_hosts_or_a_configuration_error(
         inventory.mkdir()
         (inventory / "hosts.yml").write_text(text)
         try:
-            plan = preflight("ping", inventory, REPO, limit=limit)
+            plan = preflight(RunRequest("ping", inventory, REPO, limit=limit))
         except ConfigurationError as exc:
             assert str(exc) and "Traceback" not in str(exc)
             return

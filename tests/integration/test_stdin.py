@@ -17,7 +17,8 @@ SCRIPT = """
 import os, sys
 os.set_blocking(0, False)  # what the prefect CLI leaves behind on a shared stdin
 from fleetflow.engine.inventory import preflight
-plan = preflight("ping", sys.argv[1], __import__("pathlib").Path(sys.argv[2]))
+from fleetflow.engine.request import RunRequest
+plan = preflight(RunRequest("ping", sys.argv[1], __import__("pathlib").Path(sys.argv[2])))
 print(len(plan.hosts))
 """
 

@@ -6,7 +6,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from fleetflow.engine.inventory import ansible_environment, ansible_tool
+from fleetflow.engine._ansible import ansible_environment, ansible_tool
 
 from ..conftest import REPO
 

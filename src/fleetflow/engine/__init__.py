@@ -1,9 +1,12 @@
 """The run path: one playbook run from request to per-host result.
 
-``run.py`` is the Prefect task (``run_playbook``) and everything below it is Prefect-free:
-``inventory`` resolves and validates, ``_attempts`` runs and retries, ``_runner`` is the
-one module that imports ansible_runner, ``_collector`` turns Ansible's events into host
-results, ``publish`` writes what a run tells the outside (events, artifacts). Nothing in
-here imports ``fleetflow.flowkit``, ``fleetflow.ops``, ``fleetflow.stack`` or
-``fleetflow.launcher``.
+``run.py`` holds the Prefect task (``run_playbook``) and builds one ``RunRequest``
+(``request.py``), handed down unchanged: ``inventory.preflight`` validates it with Ansible,
+``_attempts`` runs and retries failed hosts only through ``_runner`` (the one module that
+imports ansible_runner; how Ansible is called lives in ``_ansible``), ``_collector`` turns
+Ansible's events into host results and ``publish`` writes what a run tells the outside
+(artifacts, events, their payload model). Prefect is imported only by ``run``,
+``publish``, ``_locks`` and the Secret block lookup in ``secrets``, so unit tests drive the
+rest with a fake runner. Nothing in here imports ``fleetflow.flowkit``, ``fleetflow.ops``,
+``fleetflow.stack`` or ``fleetflow.launcher``.
 """

@@ -1,81 +1,31 @@
-"""Run a playbook request to a merged PlaybookResult: preflight, attempts, host-only retries.
+"""Run a checked request to a merged PlaybookResult: attempts and host-only retries.
 
 Free of Prefect so unit tests can drive it with a fake runner.
 """
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any
 
 from fleetflow.engine._collector import EventCollector
-from fleetflow.engine._runner import RunnerFn, RunnerOutcome, RunnerRequest
-from fleetflow.engine._tuning import Tuning
-from fleetflow.engine.inventory import Preflight, preflight
+from fleetflow.engine._log import Logger
+from fleetflow.engine._runner import RunnerFn, RunnerOutcome
+from fleetflow.engine.inventory import Preflight
+from fleetflow.engine.request import RunRequest
 from fleetflow.engine.retry import RetryPolicy
-from fleetflow.engine.secrets import RunSecrets
-from fleetflow.exceptions import ConfigurationError
 from fleetflow.results import HostResult, PlaybookResult, RunStatus
 
-Logger = logging.Logger | logging.LoggerAdapter[logging.Logger]
 # Ansible's exit codes for "some hosts failed" and "some hosts unreachable".
 _HOST_FAILURE_RCS = (0, 2, 4)
 MAX_DEFAULT_FORKS = 50
 
 
-@dataclass(frozen=True)
-class PlaybookRequest:
-    """Everything run_playbook was asked to do."""
-
-    playbook: str
-    inventory: str
-    project_dir: Path
-    limit: str | None = None
-    tags: tuple[str, ...] = ()
-    skip_tags: tuple[str, ...] = ()
-    extra_vars: dict[str, Any] = field(default_factory=dict)
-    check: bool = False
-    diff: bool = False
-    forks: int | None = None
-    become: bool = False
-    timeout: float | None = None
-    max_fail_percentage: float = 0.0
-    retry: RetryPolicy = field(default_factory=RetryPolicy)
-    run_dir: Path | None = None
-    tuning: Tuning = field(default_factory=Tuning)
-    secrets: RunSecrets = field(default_factory=RunSecrets, repr=False)
-
-    def __post_init__(self) -> None:
-        if not 0 <= self.max_fail_percentage <= 100:
-            raise ConfigurationError("max_fail_percentage must be between 0 and 100")
-        if self.forks is not None and self.forks < 1:
-            raise ConfigurationError("forks must be at least 1")
-        if self.timeout is not None and self.timeout <= 0:
-            raise ConfigurationError("timeout must be a positive number of seconds")
-
-
-def validate_request(request: PlaybookRequest) -> Preflight:
-    """Validate the request with Ansible; raises ConfigurationError before any host is touched."""
-    return preflight(
-        request.playbook,
-        request.inventory,
-        request.project_dir,
-        limit=request.limit,
-        tags=list(request.tags),
-        skip_tags=list(request.skip_tags),
-        extra_vars=request.extra_vars,
-        vault_password=request.secrets.vault_password,
-    )
-
-
 def execute(
-    request: PlaybookRequest,
+    request: RunRequest,
     plan: Preflight,
     runner: RunnerFn,
     logger: Logger,
@@ -120,7 +70,7 @@ def execute(
 
 
 def _attempt(
-    request: PlaybookRequest,
+    request: RunRequest,
     plan: Preflight,
     *,
     hosts: tuple[str, ...],
@@ -130,7 +80,7 @@ def _attempt(
     logger: Logger,
     cancel: threading.Event,
     on_collector: Callable[[EventCollector], None] | None,
-) -> tuple[RunnerOutcome, EventCollector, PlaybookRequest]:
+) -> tuple[RunnerOutcome, EventCollector, RunRequest]:
     """One ansible-playbook run. If Mitogen's strategy breaks before any host is touched
     (a Mitogen/ansible-core mismatch shows only at run time), run again with linear and
     keep linear for later attempts."""
@@ -141,7 +91,13 @@ def _attempt(
         if on_collector:
             on_collector(collector)
         remaining = deadline - time.monotonic() if deadline else None
-        outcome = runner(_runner_request(request, plan, limit, remaining), collector, cancel)
+        invocation = request.for_attempt(
+            plan.playbook, plan.inventory, limit=limit,
+            # Sized to the fleet: Ansible's default of 5 serializes anything larger.
+            forks=request.forks or min(len(plan.hosts), MAX_DEFAULT_FORKS),
+            timeout=max(remaining, 1.0) if remaining is not None else None,
+        )  # fmt: skip
+        outcome = runner(invocation, collector, cancel)
         broke = outcome.rc not in _HOST_FAILURE_RCS and outcome.status == "failed"
         if not (request.tuning.mitogen and broke and not collector.touched_hosts):
             return outcome, collector, request
@@ -150,29 +106,6 @@ def _attempt(
             "with linear:\n%s", outcome.rc, outcome.output_tail,
         )  # fmt: skip
         request = replace(request, tuning=request.tuning.without_mitogen())
-
-
-def _runner_request(
-    request: PlaybookRequest, plan: Preflight, limit: str | None, remaining: float | None
-) -> RunnerRequest:
-    return RunnerRequest(
-        playbook=plan.playbook,
-        inventory=plan.inventory,
-        project_dir=request.project_dir,
-        limit=limit,
-        tags=request.tags,
-        skip_tags=request.skip_tags,
-        extra_vars=request.extra_vars,
-        check=request.check,
-        diff=request.diff,
-        become=request.become,
-        # Sized to the fleet: Ansible's default of 5 serializes anything larger.
-        forks=request.forks or min(len(plan.hosts), MAX_DEFAULT_FORKS),
-        timeout=max(remaining, 1.0) if remaining is not None else None,
-        run_dir=request.run_dir,
-        tuning=request.tuning,
-        secrets=request.secrets,
-    )
 
 
 def _should_retry(
@@ -189,7 +122,7 @@ def _should_retry(
 
 
 def _result(
-    request: PlaybookRequest,
+    request: RunRequest,
     plan: Preflight,
     hosts: dict[str, HostResult],
     outcome: RunnerOutcome,
@@ -214,7 +147,7 @@ def _result(
 
 
 def _decide(
-    request: PlaybookRequest, hosts: dict[str, HostResult], outcome: RunnerOutcome
+    request: RunRequest, hosts: dict[str, HostResult], outcome: RunnerOutcome
 ) -> tuple[RunStatus, str]:
     if outcome.status == "canceled":
         return RunStatus.CANCELED, "canceled; ansible-playbook and its SSH connections were killed"

@@ -21,7 +21,7 @@ from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
 from prefect.concurrency.sync import concurrency
 from prefect.exceptions import ObjectAlreadyExists
 
-from fleetflow.engine._attempts import Logger
+from fleetflow.engine._log import Logger
 from fleetflow.exceptions import HostLockTimeout
 
 __all__ = ["CHUNK", "LOCK_PREFIX", "chunks", "host_locks", "lock_names"]

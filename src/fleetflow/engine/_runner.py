@@ -31,7 +31,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,9 +39,9 @@ import yaml
 from ansible_runner import Runner, RunnerConfig
 from pydantic import SecretStr
 
-from fleetflow.engine._tuning import Tuning
-from fleetflow.engine.inventory import ansible_environment, ansible_tool, inherited
-from fleetflow.engine.secrets import RunSecrets, write_private
+from fleetflow.engine._ansible import ANSIBLE_FLAGS, ansible_environment, ansible_tool, inherited
+from fleetflow.engine.request import RunRequest
+from fleetflow.engine.secrets import write_private
 from fleetflow.engine.variables import unsafe_yaml
 
 logger = logging.getLogger(__name__)
@@ -55,27 +55,6 @@ _SETTINGS = {"pexpect_timeout": 0.25, "suppress_ansible_output": True}
 
 
 @dataclass(frozen=True)
-class RunnerRequest:
-    """One ansible-playbook invocation, already validated."""
-
-    playbook: Path
-    inventory: Path
-    project_dir: Path
-    limit: str | None = None
-    tags: tuple[str, ...] = ()
-    skip_tags: tuple[str, ...] = ()
-    extra_vars: dict[str, Any] = field(default_factory=dict)
-    check: bool = False
-    diff: bool = False
-    become: bool = False
-    forks: int = 5
-    timeout: float | None = None
-    run_dir: Path | None = None
-    tuning: Tuning = field(default_factory=Tuning)
-    secrets: RunSecrets = field(default_factory=RunSecrets, repr=False)
-
-
-@dataclass(frozen=True)
 class RunnerOutcome:
     """How the process ended: runner's status, exit code and the last lines it printed."""
 
@@ -84,7 +63,7 @@ class RunnerOutcome:
     output_tail: str
 
 
-RunnerFn = Callable[[RunnerRequest, EventCallback, threading.Event], RunnerOutcome]
+RunnerFn = Callable[[RunRequest, EventCallback, threading.Event], RunnerOutcome]
 
 
 def _wrapper(private: Path, control_dir: Path) -> Path:
@@ -103,17 +82,14 @@ def _wrapper(private: Path, control_dir: Path) -> Path:
 
 
 def _envvars(
-    request: RunnerRequest, private: Path, control_dir: Path, bin_dir: Path
+    request: RunRequest, private: Path, control_dir: Path, bin_dir: Path
 ) -> dict[str, str]:
     base = ansible_environment(request.project_dir)
     (private / "tmp").mkdir()
     return {
         "PATH": f"{bin_dir}:{base.get('PATH', os.defpath)}",
         "ANSIBLE_CONFIG": base.get("ANSIBLE_CONFIG", ""),
-        "ANSIBLE_HOST_KEY_CHECKING": "True",
-        "ANSIBLE_INVENTORY_UNPARSED_FAILED": "True",
-        "ANSIBLE_INVENTORY_ANY_UNPARSED_IS_FAILED": "True",
-        "ANSIBLE_NOCOLOR": "True",
+        **ANSIBLE_FLAGS,
         "ANSIBLE_SSH_CONTROL_PATH_DIR": str(control_dir),
         "ANSIBLE_LOCAL_TEMP": str(private / "tmp"),
         **request.tuning.envvars(),
@@ -128,7 +104,7 @@ def _secret_file(directory: Path, name: str, secret: SecretStr) -> Path:
     return write_private(directory / name, value if value.endswith("\n") else value + "\n")
 
 
-def _secret_envvars(request: RunnerRequest, private: Path) -> dict[str, str]:
+def _secret_envvars(request: RunRequest, private: Path) -> dict[str, str]:
     found = {}
     if request.secrets.ssh_key is not None:
         key = _secret_file(private / "secrets", "ssh_key", request.secrets.ssh_key)
@@ -139,14 +115,14 @@ def _secret_envvars(request: RunnerRequest, private: Path) -> dict[str, str]:
     return found
 
 
-def _passwords(request: RunnerRequest) -> dict[str, str] | None:
+def _passwords(request: RunRequest) -> dict[str, str] | None:
     """Answers to Ansible's prompts, typed through the pty: never on disk or argv."""
     if request.secrets.become_password is None:
         return None
     return {r"BECOME password.*:\s*?$": request.secrets.become_password.get_secret_value()}
 
 
-def _extra_vars_file(request: RunnerRequest, private: Path) -> Path | None:
+def _extra_vars_file(request: RunRequest, private: Path) -> Path | None:
     """The caller's variables, 0600, every string !unsafe (see fleetflow.engine.variables)."""
     if not request.extra_vars:
         return None
@@ -154,7 +130,7 @@ def _extra_vars_file(request: RunnerRequest, private: Path) -> Path | None:
     return write_private(private / "secrets" / "extra_vars.yml", unsafe_yaml(request.extra_vars))
 
 
-def _cmdline(request: RunnerRequest, extra_vars: Path | None) -> str | None:
+def _cmdline(request: RunRequest, extra_vars: Path | None) -> str | None:
     flags = [f"--extra-vars @{extra_vars}"] if extra_vars else []
     if request.secrets.become_password is not None:
         flags.append("--ask-become-pass")
@@ -168,9 +144,10 @@ def _cmdline(request: RunnerRequest, extra_vars: Path | None) -> str | None:
 
 
 def run_ansible(
-    request: RunnerRequest, on_event: EventCallback, cancel: threading.Event
+    request: RunRequest, on_event: EventCallback, cancel: threading.Event
 ) -> RunnerOutcome:
-    """Run the playbook; feed every event to `on_event`; stop when `cancel` is set.
+    """Run one attempt of a request (`RunRequest.for_attempt`: resolved paths, its limit,
+    forks and time left); feed every event to `on_event`; stop when `cancel` is set.
 
     Blocks until ansible-playbook and everything it started are gone. If the calling thread
     is interrupted (Prefect raises TerminationSignal on cancellation), the run is killed
@@ -208,7 +185,7 @@ def run_ansible(
 
 
 def _invoke(
-    request: RunnerRequest,
+    request: RunRequest,
     private: Path,
     control_dir: Path,
     on_event: EventCallback,

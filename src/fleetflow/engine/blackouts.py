@@ -25,7 +25,6 @@ they jump, an end they pass twice closes it the second time. Free of Prefect.
 
 from __future__ import annotations
 
-import logging
 import re
 import time as _time
 from collections.abc import Callable, Mapping, Sequence
@@ -38,7 +37,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from fleetflow.engine.inventory import natural_key
+from fleetflow.engine._ansible import natural_key
+from fleetflow.engine._log import Logger
 from fleetflow.exceptions import ConfigurationError, InBlackout
 
 __all__ = [
@@ -56,7 +56,6 @@ BLACKOUTS_FILE = "blackouts.yml"
 BlackoutPolicy = Literal["wait", "fail"]
 Day = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 DAYS: tuple[Day, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-Logger = logging.Logger | logging.LoggerAdapter[Any]
 
 _HHMM = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
 _SLICE = 60.0  # longest sleep between looks at the clock and the windows

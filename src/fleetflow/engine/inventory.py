@@ -10,17 +10,15 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
-import sys
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import SecretStr
-
+from fleetflow.engine._ansible import ansible_environment, ansible_tool, natural_key, parse_graph
+from fleetflow.engine.request import RunRequest
 from fleetflow.engine.secrets import write_private
 from fleetflow.engine.variables import check_variables, unsafe_yaml
 from fleetflow.exceptions import (
@@ -32,13 +30,9 @@ from fleetflow.exceptions import (
 
 __all__ = [
     "Preflight",
-    "ansible_environment",
-    "ansible_tool",
     "host_addresses",
     "host_groups",
-    "inherited",
     "inventory_names",
-    "natural_key",
     "playbook_names",
     "preflight",
     "resolve_inventory",
@@ -59,49 +53,6 @@ class Preflight:
     inventory: Path
     hosts: tuple[str, ...]
     task_count: int
-
-
-def ansible_tool(name: str) -> str:
-    """Path of an Ansible CLI from this interpreter's environment (then PATH)."""
-    beside = Path(sys.executable).parent / name
-    if beside.exists():
-        return str(beside)
-    found = shutil.which(name)
-    if found is None:
-        raise ConfigurationError(f"{name} is not installed in this environment")
-    return found
-
-
-# What Ansible inherits from our environment; the rest (PREFECT_*, FLEETFLOW_*: the API
-# credential, the database URL, CI secrets) stays out of reach of its plugins and tasks.
-# FLEETFLOW_STACK_MARK (a directory's path) lets `stack down` find every process of its runs.
-_INHERITED = frozenset(
-    {"PATH", "HOME", "USER", "LOGNAME", "LANG", "TZ", "TERM", "TMPDIR", "SSH_AUTH_SOCK",
-     "FLEETFLOW_STACK_MARK"}
-)  # fmt: skip
-_INHERITED_PREFIXES = ("ANSIBLE_", "LC_")
-
-
-def inherited(name: str) -> bool:
-    """Whether an environment variable of ours may reach Ansible."""
-    return name in _INHERITED or name.startswith(_INHERITED_PREFIXES)
-
-
-def ansible_environment(project_dir: Path) -> dict[str, str]:
-    """Environment for Ansible commands: the project's ansible.cfg, strict parsing, keys
-    checked, and only the allow-listed part of ours."""
-    env = {key: value for key, value in os.environ.items() if inherited(key)}
-    cfg = project_dir / "ansible.cfg"
-    if cfg.exists():
-        env["ANSIBLE_CONFIG"] = str(cfg)
-    env.update(
-        ANSIBLE_HOST_KEY_CHECKING="True",
-        ANSIBLE_INVENTORY_UNPARSED_FAILED="True",
-        ANSIBLE_INVENTORY_ANY_UNPARSED_IS_FAILED="True",
-        ANSIBLE_NOCOLOR="True",
-        ANSIBLE_RETRY_FILES_ENABLED="False",
-    )
-    return env
 
 
 def _probe(path: Path, test: Callable[[Path], bool]) -> bool:
@@ -179,43 +130,20 @@ def _require_hosts_file(inventory: Path) -> None:
         raise InventoryError(f"inventory {inventory} has no hosts file{hint}")
 
 
-def preflight(
-    playbook: str | Path,
-    inventory: str | Path,
-    project_dir: Path,
-    *,
-    limit: str | None = None,
-    tags: list[str] | None = None,
-    skip_tags: list[str] | None = None,
-    extra_vars: Mapping[str, Any] | None = None,
-    vault_password: SecretStr | None = None,
-) -> Preflight:
+def preflight(request: RunRequest) -> Preflight:
     """Check a run request with Ansible itself; raise ConfigurationError on bad input."""
-    playbook_path = resolve_playbook(playbook, project_dir)
-    inventory_path = resolve_inventory(inventory, project_dir)
+    project_dir, limit = request.project_dir, request.limit
+    playbook = resolve_playbook(request.playbook, project_dir)
+    inventory = resolve_inventory(request.inventory, project_dir)
     # None: only the hosts are asked for (resolve_hosts); a run always passes a mapping.
-    variables = {} if extra_vars is None else check_variables(playbook_path, extra_vars)
+    extra_vars = request.extra_vars
+    variables = {} if extra_vars is None else check_variables(playbook, extra_vars)
     if limit is not None and not limit.strip():
         raise NoHostsMatched("limit is empty: give a host pattern or leave it unset")
     # Named for the sweep that removes what a killed process left (fleetflow.engine.sweep).
     with tempfile.TemporaryDirectory(prefix=f"ff-preflight-{os.getpid()}-") as tmp:
-        cmd = [ansible_tool("ansible-playbook"), "-i", str(inventory_path)]
-        cmd += ["--list-hosts", "--list-tasks", str(playbook_path)]
-        if limit:
-            cmd += ["--limit", limit]
-        if tags:
-            cmd += ["--tags", ",".join(tags)]
-        if skip_tags:
-            cmd += ["--skip-tags", ",".join(skip_tags)]
-        if variables:
-            # Through a 0600 file, never the command line (visible in ps); as data only.
-            vars_file = write_private(Path(tmp) / "extra_vars.yml", unsafe_yaml(variables))
-            cmd += ["-e", f"@{vars_file}"]
-        if vault_password is not None:
-            vault_file = write_private(Path(tmp) / "vault", vault_password.get_secret_value())
-            cmd += ["--vault-password-file", str(vault_file)]
         proc = subprocess.run(
-            cmd,
+            _listing_command(request, playbook, inventory, variables, Path(tmp)),
             # Ansible refuses a non-blocking stdin, which a worker or CLI may have left us.
             stdin=subprocess.DEVNULL,
             capture_output=True,
@@ -226,19 +154,40 @@ def preflight(
             timeout=300,
         )
     if proc.returncode != 0:
-        raise _classify_failure(proc.stdout + proc.stderr, playbook_path, inventory_path, limit)
+        raise _classify_failure(proc.stdout + proc.stderr, playbook, inventory, limit)
     hosts, tasks = _parse_listing(proc.stdout)
     if not hosts:
         raise NoHostsMatched(
-            f"no host of inventory {inventory_path} matches the plays of {playbook_path.name}"
+            f"no host of inventory {inventory} matches the plays of {playbook.name}"
             + (f" with limit {limit!r}" if limit else "")
         )
-    return Preflight(playbook_path, inventory_path, tuple(sorted(hosts, key=natural_key)), tasks)
+    return Preflight(playbook, inventory, tuple(sorted(hosts, key=natural_key)), tasks)
 
 
-def natural_key(name: str) -> list[int | str]:
-    """Sort key putting web-2 before web-10."""
-    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
+def _listing_command(
+    request: RunRequest,
+    playbook: Path,
+    inventory: Path,
+    variables: dict[str, Any],
+    tmp: Path,
+) -> list[str]:
+    """`ansible-playbook --list-hosts --list-tasks` for the request; files in `tmp`."""
+    cmd = [ansible_tool("ansible-playbook"), "-i", str(inventory)]
+    cmd += ["--list-hosts", "--list-tasks", str(playbook)]
+    if request.limit:
+        cmd += ["--limit", request.limit]
+    if request.tags:
+        cmd += ["--tags", ",".join(request.tags)]
+    if request.skip_tags:
+        cmd += ["--skip-tags", ",".join(request.skip_tags)]
+    if variables:
+        # Through a 0600 file, never the command line (visible in ps); as data only.
+        vars_file = write_private(tmp / "extra_vars.yml", unsafe_yaml(variables))
+        cmd += ["-e", f"@{vars_file}"]
+    if (vault_password := request.secrets.vault_password) is not None:
+        vault_file = write_private(tmp / "vault", vault_password.get_secret_value())
+        cmd += ["--vault-password-file", str(vault_file)]
+    return cmd
 
 
 def _classify_failure(
@@ -315,20 +264,3 @@ def host_addresses(inventory: Path, project_dir: Path, timeout: float = 60) -> s
     found = set(hostvars)
     found.update(str(v["ansible_host"]) for v in hostvars.values() if "ansible_host" in v)
     return found
-
-
-def parse_graph(text: str) -> dict[str, list[str]]:
-    """Parse `ansible-inventory --graph` ("@all:", "  |--@web:", "  |  |--web-01")."""
-    groups: dict[str, set[str]] = {}
-    path: list[str] = []
-    for line in text.splitlines():
-        if not line.strip():
-            continue
-        depth = line.find("--") // 3 + 1 if "--" in line else 0
-        name = line.split("--", 1)[-1].strip()
-        del path[depth:]
-        if name.startswith("@") and name.endswith(":"):
-            path.append(name[1:-1])
-        else:
-            groups.setdefault(name, set()).update(g for g in path if g not in ("all", "ungrouped"))
-    return {host: sorted(names) for host, names in groups.items()}

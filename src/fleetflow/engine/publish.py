@@ -1,59 +1,324 @@
-"""What a finished playbook run tells the rest of the system, as Prefect events.
+"""What a playbook run tells the rest of the system, and the one code that reads it back.
 
+Each contract shared with a reader elsewhere is written and read here, through the same
+names and models, never by string keys matched by hand:
+
+- The run's artifacts: a progress bar while Ansible runs, then the per-host table (key
+  `hosts-<playbook>-<inventory>`, `hosts_table_key`), which `fleetflow history` finds by
+  its prefix (`is_hosts_table`) and reads with `table_hosts`.
 - `fleetflow.host.failed` / `fleetflow.host.unreachable`, one per such host: automations
   alert on them (deployments/automations/).
 - `fleetflow.playbook.finished`, one per run, with every host as a related resource and
-  its outcome, changed count, attempts and inventory groups in the payload: the
-  Prometheus exporter counts from it and `fleetflow history HOST` reads it back. Prefect
-  refuses events with over 100 related resources, so a run over more than HOST_CHUNK
-  hosts sends one event per chunk of hosts (payload `part` 1..`parts`); the run's own
-  numbers count from part 1 only.
+  its outcome, changed count, attempts and inventory groups in the payload (the
+  `PlaybookFinished` model): the Prometheus exporter counts from it and `fleetflow
+  history HOST` reads it back. Prefect refuses events with over 100 related resources,
+  so a run over more than HOST_CHUNK hosts sends one event per chunk of hosts (payload
+  `part` 1..`parts`); the run's own numbers count from part 1 only.
+- `iter_events`: the one loop over the pages of /events/filter, for every reader.
 
+Everything a run publishes (and returns) is masked first: `mask_result`.
 Inside a run, Prefect relates each event to the flow run, task run and deployment.
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping
+import json
+import logging
+import re
+import threading
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
+from uuid import UUID
 
+from prefect.artifacts import (
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
 from prefect.events import emit_event
+from pydantic import BaseModel, ConfigDict, Field
 
+from fleetflow.engine.secrets import Masker
 from fleetflow.results import HostStatus, PlaybookResult
+
+if TYPE_CHECKING:
+    from prefect.client.orchestration import SyncPrefectClient
+    from prefect.events.filters import EventFilter
+    from prefect.events.schemas.events import ReceivedEvent
+
+    from fleetflow.engine._collector import EventCollector
+    from fleetflow.engine._runlog import RunLog
+
+__all__ = [
+    "EVENT_PAGE",
+    "HOST_CHUNK",
+    "HOST_RESOURCE",
+    "PLAYBOOK_EVENT",
+    "HostOutcome",
+    "PlaybookFinished",
+    "Progress",
+    "artifact_key",
+    "emit_run_events",
+    "hosts_table_key",
+    "is_hosts_table",
+    "iter_events",
+    "mask_result",
+    "playbook_resource",
+    "progress_artifact",
+    "publish_run",
+    "table_hosts",
+]
+
+logger = logging.getLogger(__name__)
 
 PLAYBOOK_EVENT = "fleetflow.playbook.finished"
 HOST_RESOURCE = "fleetflow.host."
 # Room for Prefect's own related resources (flow run, task run, deployment, tags...).
 HOST_CHUNK = 80
+EVENT_PAGE = 50  # the most /events/filter returns at once
+_HOSTS_TABLE = "hosts"  # first part of the key of a run's per-host table
+
+
+class HostOutcome(BaseModel):
+    """One host in a `fleetflow.playbook.finished` payload.
+
+    The defaults are what a reader assumes of a host the payload does not name.
+    """
+
+    # Payloads are caller-written (anyone with the API credential may emit the event):
+    # readers take numbers where names were expected as text, as str() did before.
+    model_config = ConfigDict(coerce_numbers_to_str=True)
+
+    status: str = Field(default="?", description="A HostStatus value; readers map others.")
+    changed: int = Field(default=0, description="Tasks that changed the host.")
+    attempts: int = Field(default=1, description="Attempts that ran on the host.")
+    groups: list[str] = Field(default_factory=list, description="Its inventory groups.")
+
+
+class PlaybookFinished(BaseModel):
+    """The payload of `fleetflow.playbook.finished`: the run in numbers.
+
+    Label-like values are short names (playbook stem, inventory dir name). The field
+    order is the payload's key order.
+    """
+
+    model_config = ConfigDict(coerce_numbers_to_str=True)
+
+    playbook: str = Field(default="?", description="The playbook's file name without suffix.")
+    inventory: str = Field(default="?", description="The inventory directory's name.")
+    status: str = Field(default="?", description="A RunStatus value; readers map others.")
+    check: bool = Field(default=False, description="Ansible's check mode.")
+    duration_seconds: float = Field(default=0.0, description="Wall time, retries included.")
+    attempts: int = Field(default=1, description="Attempts of the run.")
+    ansible_events: int = Field(default=0, description="Ansible events the run processed.")
+    log_lines: int = Field(default=0, description="Log lines the run sent to Prefect.")
+    hosts: dict[str, HostOutcome] = Field(
+        default_factory=dict, description="This part's hosts, by name."
+    )
+    part: int = Field(default=1, description="Which of the run's events this is, from 1.")
+    parts: int = Field(default=1, description="How many events tell the run.")
+
+    @classmethod
+    def of(
+        cls,
+        result: PlaybookResult,
+        groups: Mapping[str, list[str]],
+        ansible_events: int,
+        log_lines: int,
+    ) -> PlaybookFinished:
+        """The whole run, every host in one payload (`parts` splits it for sending)."""
+        return cls(
+            playbook=Path(result.playbook).stem,
+            inventory=Path(result.inventory).name,
+            status=result.status.value,
+            check=result.check,
+            duration_seconds=round((result.finished_at - result.started_at).total_seconds(), 3),
+            attempts=result.attempts,
+            ansible_events=ansible_events,
+            log_lines=log_lines,
+            hosts={
+                host: HostOutcome(
+                    status=outcome.status.value,
+                    changed=outcome.changed,
+                    attempts=outcome.attempts,
+                    groups=list(groups.get(host, [])),
+                )
+                for host, outcome in sorted(result.hosts.items())
+            },
+        )
+
+    def split(self, size: int = HOST_CHUNK) -> list[PlaybookFinished]:
+        """One payload per `size` hosts (at least one), numbered `part` of `parts`."""
+        chunks = list(itertools.batched(self.hosts, size)) or [()]
+        return [
+            self.model_copy(
+                update={
+                    "hosts": {host: self.hosts[host] for host in chunk},
+                    "part": number,
+                    "parts": len(chunks),
+                }
+            )
+            for number, chunk in enumerate(chunks, start=1)
+        ]
+
+
+def publish_run(
+    result: PlaybookResult,
+    *,
+    playbook: Path,
+    inventory: str | Path,
+    groups: Mapping[str, list[str]],
+    progress: Progress,
+    log: RunLog,
+) -> PlaybookResult:
+    """Tell a finished run: its per-host table artifact and its events. Returns the result
+    masked with the run's secrets, which is also what was told.
+
+    `playbook` is the resolved playbook file, `inventory` the caller's name or path: the
+    table's key is made of their names.
+    """
+    result = mask_result(result, log.secrets)
+    create_table_artifact(
+        table=result.table(),
+        key=hosts_table_key(playbook.stem, Path(inventory).name),
+        description=f"**{result.summary()}**\n\n{result.message}",
+    )
+    emit_run_events(result, groups, progress.ansible_events, log.lines)
+    return result
+
+
+def mask_result(result: PlaybookResult, values: list[str]) -> PlaybookResult:
+    """The result with secret values masked in every string of it (dict keys too), in
+    every form.
+
+    String by string, not on its JSON text: a mask there could cut a JSON escape in two
+    (a secret starting with "n" after a backslash) and break the document.
+    """
+    if not values:
+        return result
+    return cast(PlaybookResult, _masked(result, Masker(values)))
+
+
+def _masked(value: Any, masker: Masker) -> Any:
+    """A copy of `value` with every string masked; models are copied field by field."""
+    if isinstance(value, Enum):
+        return value  # statuses are names of ours, never secret text
+    if isinstance(value, str):
+        return masker(value)
+    if isinstance(value, BaseModel):
+        fields = type(value).model_fields
+        return value.model_copy(
+            update={name: _masked(getattr(value, name), masker) for name in fields}
+        )
+    if isinstance(value, dict):
+        return {_masked(k, masker): _masked(v, masker) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_masked(v, masker) for v in value]
+    return value
+
+
+def artifact_key(*parts: str) -> str:
+    """A Prefect artifact key from names: lowercase letters, digits and dashes, 100 at most."""
+    return re.sub(r"[^a-z0-9]+", "-", "-".join(parts).lower()).strip("-")[:100]
+
+
+def hosts_table_key(playbook: str, inventory: str) -> str:
+    """The key of a run's per-host table artifact: `hosts-<playbook>-<inventory>`."""
+    return artifact_key(_HOSTS_TABLE, playbook, inventory)
+
+
+def is_hosts_table(key: str | None) -> bool:
+    """Whether an artifact key is that of a run's per-host table."""
+    return (key or "").startswith(f"{_HOSTS_TABLE}-")
+
+
+class _TableRow(BaseModel):
+    """What a reader takes from a row of `PlaybookResult.table()`."""
+
+    model_config = ConfigDict(coerce_numbers_to_str=True)
+
+    host: str
+    status: str
+
+
+def table_hosts(data: Any) -> dict[str, str]:
+    """Each host's status from a per-host table artifact's data (its rows, or their JSON)."""
+    rows = json.loads(data) if isinstance(data, str) else data
+    return {row.host: row.status for row in map(_TableRow.model_validate, rows or [])}
+
+
+class Progress:
+    """The attempts' event collectors, newest last: the progress shown and the events counted."""
+
+    def __init__(self) -> None:
+        self._collectors: list[EventCollector] = []
+
+    def follow(self, collector: EventCollector) -> None:
+        """Show this attempt's progress from now on (the attempts loop calls it)."""
+        self._collectors.append(collector)
+
+    def percent(self) -> float | None:
+        """The current attempt's progress, or None before the first starts."""
+        return round(self._collectors[-1].progress() * 100, 1) if self._collectors else None
+
+    @property
+    def ansible_events(self) -> int:
+        return sum(c.events for c in self._collectors)
+
+
+@contextmanager
+def progress_artifact(
+    playbook: Path, inventory: str | Path, interval: float = 1.0
+) -> Iterator[Progress]:
+    """Publish the current attempt's progress once a second from a thread of its own."""
+    description = f"{playbook.name} on {inventory}"
+    artifact_id = cast(UUID, create_progress_artifact(progress=0.0, description=description))
+    progress = Progress()
+    stop = threading.Event()
+
+    def publish() -> None:
+        last = -1.0
+        while not stop.wait(interval):
+            if (now := progress.percent()) is not None and now != last:
+                try:
+                    update_progress_artifact(artifact_id=artifact_id, progress=now)
+                except Exception as exc:  # progress is best effort: a busy server may 500
+                    logger.debug("progress update failed: %s", exc)
+                    continue
+                last = now
+
+    thread = threading.Thread(target=publish, name="fleetflow-progress", daemon=True)
+    thread.start()
+    try:
+        yield progress
+    finally:
+        stop.set()
+        thread.join(5)
+        update_progress_artifact(artifact_id=artifact_id, progress=100.0)
 
 
 def emit_run_events(
     result: PlaybookResult, groups: Mapping[str, list[str]], ansible_events: int, log_lines: int
 ) -> None:
     _emit_host_events(result)
-    payload = playbook_payload(result, groups, ansible_events, log_lines)
-    hosts = sorted(result.hosts)
-    parts = list(itertools.batched(hosts, HOST_CHUNK)) or [()]
-    for number, part in enumerate(parts, start=1):
+    resource = playbook_resource(result.playbook)
+    for payload in PlaybookFinished.of(result, groups, ansible_events, log_lines).split():
         emit_event(
             event=PLAYBOOK_EVENT,
-            resource=playbook_resource(result.playbook),
+            resource=resource,
             related=[
                 {
                     "prefect.resource.id": f"{HOST_RESOURCE}{host}",
                     "prefect.resource.role": "host",
                     "prefect.resource.name": host,
                 }
-                for host in part
+                for host in payload.hosts
             ],
-            payload={
-                **payload,
-                "hosts": {host: payload["hosts"][host] for host in part},
-                "part": number,
-                "parts": len(parts),
-            },
+            payload=payload.model_dump(mode="json"),
         )
 
 
@@ -61,31 +326,6 @@ def playbook_resource(playbook: str) -> dict[str, str]:
     """The resource of a playbook's events (runs, change decisions): one id per playbook."""
     name = Path(playbook).stem
     return {"prefect.resource.id": f"fleetflow.playbook.{name}", "prefect.resource.name": name}
-
-
-def playbook_payload(
-    result: PlaybookResult, groups: Mapping[str, list[str]], ansible_events: int, log_lines: int
-) -> dict[str, Any]:
-    """The run in numbers; label-like values are short names (playbook, inventory dir)."""
-    return {
-        "playbook": Path(result.playbook).stem,
-        "inventory": Path(result.inventory).name,
-        "status": result.status.value,
-        "check": result.check,
-        "duration_seconds": round((result.finished_at - result.started_at).total_seconds(), 3),
-        "attempts": result.attempts,
-        "ansible_events": ansible_events,
-        "log_lines": log_lines,
-        "hosts": {
-            host: {
-                "status": outcome.status.value,
-                "changed": outcome.changed,
-                "attempts": outcome.attempts,
-                "groups": list(groups.get(host, [])),
-            }
-            for host, outcome in sorted(result.hosts.items())
-        },
-    }
 
 
 def _emit_host_events(result: PlaybookResult) -> None:
@@ -105,3 +345,18 @@ def _emit_host_events(result: PlaybookResult) -> None:
                 "message": outcome.failure.message if outcome.failure else outcome.status.value,
             },
         )
+
+
+def iter_events(
+    client: SyncPrefectClient, event_filter: EventFilter, page_size: int = EVENT_PAGE
+) -> Iterator[ReceivedEvent]:
+    """Every event the filter matches, page after page (the server's `next_page` links).
+
+    Lazy: a reader that stops early reads no further page.
+    """
+    page = client.read_events(event_filter, limit=page_size)
+    while True:
+        yield from page.events
+        if not page.next_page:
+            return
+        page = client.read_events_page(str(page.next_page))

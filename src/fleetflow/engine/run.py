@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import logging
-import re
-import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -13,28 +10,22 @@ from contextlib import contextmanager, nullcontext
 from contextvars import ContextVar
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, cast
-from uuid import UUID
+from typing import Any
 
 from prefect import get_run_logger, task
-from prefect.artifacts import (
-    create_progress_artifact,
-    create_table_artifact,
-    update_progress_artifact,
-)
 from prefect.cache_policies import NO_CACHE
 
-from fleetflow.engine._attempts import PlaybookRequest, execute, validate_request
-from fleetflow.engine._collector import EventCollector
+from fleetflow.engine._attempts import execute
 from fleetflow.engine._locks import host_locks
 from fleetflow.engine._runlog import RunLog
 from fleetflow.engine._runner import run_ansible
 from fleetflow.engine._tuning import tuning
 from fleetflow.engine.blackouts import BlackoutPolicy, gate_run
 from fleetflow.engine.inventory import host_groups, preflight, resolve_inventory
-from fleetflow.engine.publish import emit_run_events
+from fleetflow.engine.publish import progress_artifact, publish_run
+from fleetflow.engine.request import RunRequest
 from fleetflow.engine.retry import RetryPolicy
-from fleetflow.engine.secrets import Masker, RunSecrets
+from fleetflow.engine.secrets import RunSecrets
 from fleetflow.exceptions import (
     ConfigurationError,
     PlaybookCanceled,
@@ -48,7 +39,6 @@ from fleetflow.settings import FleetflowSettings, get_settings
 
 __all__ = ["resolve_hosts", "run_playbook", "time_limit"]
 
-logger = logging.getLogger(__name__)
 # (deadline on the monotonic clock, the limit in seconds) of the flow run, if it has one.
 _DEADLINE: ContextVar[tuple[float, float] | None] = ContextVar("fleetflow_deadline", default=None)
 
@@ -83,60 +73,6 @@ _ERRORS: dict[RunStatus, type[PlaybookRunError]] = {
     RunStatus.TIMED_OUT: PlaybookTimedOut,
     RunStatus.CANCELED: PlaybookCanceled,
 }
-
-
-def _artifact_key(*parts: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", "-".join(parts).lower()).strip("-")[:100]
-
-
-@contextmanager
-def _progress_artifact(description: str, interval: float = 1.0) -> Iterator[list[EventCollector]]:
-    """Publish the current attempt's progress once a second from a thread of its own."""
-    artifact_id = cast(UUID, create_progress_artifact(progress=0.0, description=description))
-    collectors: list[EventCollector] = []
-    stop = threading.Event()
-
-    def publish() -> None:
-        last = -1.0
-        while not stop.wait(interval):
-            if collectors and (now := round(collectors[-1].progress() * 100, 1)) != last:
-                try:
-                    update_progress_artifact(artifact_id=artifact_id, progress=now)
-                except Exception as exc:  # progress is best effort: a busy server may 500
-                    logger.debug("progress update failed: %s", exc)
-                    continue
-                last = now
-
-    thread = threading.Thread(target=publish, name="fleetflow-progress", daemon=True)
-    thread.start()
-    try:
-        yield collectors
-    finally:
-        stop.set()
-        thread.join(5)
-        update_progress_artifact(artifact_id=artifact_id, progress=100.0)
-
-
-def _mask_result(result: PlaybookResult, values: list[str]) -> PlaybookResult:
-    """The result with secret values masked in every string of it, in every form.
-
-    String by string, not on its JSON text: a mask there could cut a JSON escape in two
-    (a secret starting with "n" after a backslash) and break the document.
-    """
-    if not values:
-        return result
-    masker = Masker(values)
-
-    def walk(value: Any) -> Any:
-        if isinstance(value, str):
-            return masker(value)
-        if isinstance(value, dict):
-            return {masker(k): walk(v) for k, v in value.items()}
-        if isinstance(value, list):
-            return [walk(v) for v in value]
-        return value
-
-    return PlaybookResult.model_validate(walk(result.model_dump(mode="json")))
 
 
 @task(name="run_playbook", task_run_name="ansible: {playbook}", cache_policy=NO_CACHE)
@@ -203,7 +139,7 @@ def run_playbook(
     settings = get_settings()
     secrets = RunSecrets.load(ssh_key_secret, become_password_secret, vault_password_secret)
     masked = _masked_values(secrets, inventory, (project_dir or settings.project_dir).resolve())
-    request = PlaybookRequest(
+    request = RunRequest(
         playbook=playbook,
         inventory=inventory,
         project_dir=(project_dir or settings.project_dir).resolve(),
@@ -243,7 +179,7 @@ def _masked_values(secrets: RunSecrets, inventory: str, project_dir: Path) -> li
     return sorted({*values, *vaulted}, key=len, reverse=True)
 
 
-def _groups(inventory: str, project_dir: Path) -> dict[str, list[str]]:
+def _groups(inventory: str | Path, project_dir: Path) -> dict[str, list[str]]:
     try:
         return host_groups(resolve_inventory(inventory, project_dir), project_dir)
     except ConfigurationError:
@@ -251,7 +187,7 @@ def _groups(inventory: str, project_dir: Path) -> dict[str, list[str]]:
 
 
 def _run(
-    request: PlaybookRequest,
+    request: RunRequest,
     settings: FleetflowSettings,
     logger: RunLog,
     *,
@@ -266,7 +202,7 @@ def _run(
     # runs (where it took CPU from ansible-playbook).
     groups = background.submit(_groups, request.inventory, request.project_dir)
     try:
-        plan = validate_request(request)
+        plan = preflight(request)
     finally:
         background.shutdown(wait=False)
     logger.info(
@@ -278,16 +214,13 @@ def _run(
         gate_run(plan.inventory, plan.hosts, groups.result, logger, policy=blackout_policy)
     with (
         host_locks(plan.hosts, lock_timeout, logger) if host_lock else nullcontext(),
-        _progress_artifact(f"{plan.playbook.name} on {request.inventory}") as collectors,
+        progress_artifact(plan.playbook, request.inventory) as progress,
     ):
-        result = execute(request, plan, run_ansible, logger, on_collector=collectors.append)
-    result = _mask_result(result, logger.secrets)
-    create_table_artifact(
-        table=result.table(),
-        key=_artifact_key("hosts", plan.playbook.stem, Path(request.inventory).name),
-        description=f"**{result.summary()}**\n\n{result.message}",
-    )
-    emit_run_events(result, groups.result(), sum(c.events for c in collectors), logger.lines)
+        result = execute(request, plan, run_ansible, logger, on_collector=progress.follow)
+    result = publish_run(
+        result, playbook=plan.playbook, inventory=request.inventory,
+        groups=groups.result(), progress=progress, log=logger,
+    )  # fmt: skip
     if raise_on_failure and result.status in _ERRORS:
         raise _ERRORS[result.status](result.message or result.summary(), result)
     return result
@@ -308,4 +241,5 @@ def resolve_hosts(
     step before the first runs); without, the playbook's variables are not looked at.
     """
     project = (project_dir or get_settings().project_dir).resolve()
-    return list(preflight(playbook, inventory, project, limit=limit, extra_vars=extra_vars).hosts)
+    request = RunRequest(playbook, inventory, project, limit=limit, extra_vars=extra_vars)
+    return list(preflight(request).hosts)

@@ -8,7 +8,6 @@ from uuid import UUID
 
 import httpx
 from prefect import get_client
-from prefect.client.schemas.events import EventPage
 from prefect.context import FlowRunContext
 from prefect.events.filters import (
     EventFilter,
@@ -20,12 +19,13 @@ from prefect.events.filters import (
 from prefect.events.schemas.events import ReceivedEvent
 from prefect.exceptions import PrefectHTTPStatusError
 
+from fleetflow.engine.publish import iter_events
+
 __all__ = ["EventReader", "default_since", "event_filter"]
 
 # Events are re-read this far back from the newest one checked: the server may store an
 # event later than newer ones (emitters' clocks, batching); ids already checked are skipped.
 _EVENT_LATE = timedelta(seconds=60)
-_EVENT_PAGE = 50  # the most /events/filter returns at once
 
 
 def event_filter(event: str, resource_id: str | None, since: datetime) -> EventFilter:
@@ -78,23 +78,19 @@ class EventReader:
 
     def _read(self) -> tuple[ReceivedEvent | None, str]:
         with get_client(sync_client=True) as client:
-            page: EventPage | None = client.read_events(
-                event_filter(self.event, self.resource_id, self.cursor), limit=_EVENT_PAGE
-            )
-            while page is not None:
-                if found := self._check(page.events):
-                    return found, f"event {found.id}"
-                page = page.get_next_page_sync(client)
+            matching = event_filter(self.event, self.resource_id, self.cursor)
+            for event in iter_events(client, matching):
+                if self._check(event):
+                    return event, f"event {event.id}"
         return None, self.last
 
-    def _check(self, events: list[ReceivedEvent]) -> ReceivedEvent | None:
-        for event in events:
-            if event.id in self.checked:
-                continue
-            self.checked.add(event.id)
-            self.cursor = max(self.cursor, event.occurred - _EVENT_LATE)
-            differing = sorted(k for k, v in self.payload.items() if event.payload.get(k) != v)
-            if not differing:
-                return event
+    def _check(self, event: ReceivedEvent) -> bool:
+        """Whether the event is the one waited for; each event is checked once."""
+        if event.id in self.checked:
+            return False
+        self.checked.add(event.id)
+        self.cursor = max(self.cursor, event.occurred - _EVENT_LATE)
+        differing = sorted(k for k, v in self.payload.items() if event.payload.get(k) != v)
+        if differing:
             self.last = f"event {event.id} with another {', '.join(differing)}"
-        return None
+        return not differing

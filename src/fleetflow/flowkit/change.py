@@ -29,13 +29,14 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.client.orchestration import get_client
 from prefect.context import FlowRunContext
 from prefect.events import emit_event
-from prefect.input import RunInput, keyset_from_paused_state
-from prefect.states import Cancelled, Paused
-from prefect.utilities.engine import propose_state_sync
+from prefect.input import RunInput
+from prefect.states import Cancelled
 from pydantic import Field
 
+from fleetflow._prefect import propose_pause
 from fleetflow.engine.publish import playbook_resource
-from fleetflow.exceptions import PlaybookFailed
+from fleetflow.exceptions import ApprovalError, PlaybookFailed
+from fleetflow.flowkit.summary import markdown_table
 from fleetflow.results import PlaybookResult, RunStatus
 
 __all__ = ["Approval", "Decision", "plan_and_apply", "plan_markdown"]
@@ -138,16 +139,13 @@ def _pause(form: type[Approval], key: str, deadline: float, poll: float) -> Appr
     """
     context = FlowRunContext.get()
     if context is None or context.flow_run is None:
-        raise RuntimeError("approval needs a flow run to pause")
+        raise ApprovalError("approval needs a flow run to pause")
     run_id = context.flow_run.id
     seconds = int(deadline - time.monotonic()) + PAUSE_GRACE
-    paused: State[None] = Paused(timeout_seconds=seconds, pause_key=key)
-    keyset = keyset_from_paused_state(paused)
-    paused.state_details.run_input_keyset = cast(dict[str, str], keyset)
     with get_client(sync_client=True) as client:
-        state = propose_state_sync(client=client, state=paused, flow_run_id=run_id)
+        state, keyset = propose_pause(client, run_id, timeout_seconds=seconds, pause_key=key)
         if not state.is_paused():
-            raise RuntimeError(f"the flow run could not pause for approval: {state}")
+            raise ApprovalError(f"the flow run could not pause for approval: {state}")
         form.save(keyset)
         while True:
             time.sleep(max(min(poll, deadline - time.monotonic()), 0))
@@ -169,15 +167,14 @@ def _refuse(
 def _record(plan: PlaybookResult, outcome: str, reason: str, approval: Approval | None) -> None:
     """The decision as an artifact of the run and an event (the audit trail)."""
     rows = [
-        "| | |",
-        "|---|---|",
-        f"| outcome | **{outcome}** |",
-        f"| reason | {_cell(reason)} |",
-        f"| approver | {_cell(approval.approver) if approval else '-'} |",
-        f"| comment | {_cell(approval.comment) if approval and approval.comment else '-'} |",
-        f"| hosts in the plan | {', '.join(plan.changed_hosts)} |",
+        ("outcome", f"**{outcome}**"),
+        ("reason", reason),
+        ("approver", approval.approver if approval else "-"),
+        ("comment", approval.comment if approval and approval.comment else "-"),
+        ("hosts in the plan", ", ".join(plan.changed_hosts)),
     ]
-    create_markdown_artifact("\n".join(rows), key="approval", description=f"change {outcome}")
+    table = markdown_table((), rows)
+    create_markdown_artifact(table, key="approval", description=f"change {outcome}")
     emit_event(
         event=f"fleetflow.change.{outcome}",
         resource=playbook_resource(plan.playbook),
@@ -190,10 +187,6 @@ def _record(plan: PlaybookResult, outcome: str, reason: str, approval: Approval 
             "hosts": plan.changed_hosts,
         },
     )
-
-
-def _cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
 
 
 def _form_text(plan: PlaybookResult, approvers: Sequence[str]) -> str:
@@ -213,6 +206,15 @@ def _diff_block(diff: str) -> list[str]:
     return [f"{fence}diff", *lines, fence]
 
 
+def _host_rows(plan: PlaybookResult) -> list[tuple[str, str, int, str]]:
+    rows = []
+    for host, result in sorted(plan.hosts.items()):
+        failure = result.failure
+        failure_text = f"{failure.task}: {failure.message}" if failure else ""
+        rows.append((host, result.status.value, len(result.changes), failure_text))
+    return rows
+
+
 def plan_markdown(plan: PlaybookResult) -> str:
     """The plan as markdown: a table of hosts, then every host's changed tasks and diffs."""
     out = [
@@ -220,13 +222,8 @@ def plan_markdown(plan: PlaybookResult) -> str:
         "",
         f"**{plan.summary()}**" + (f" (limit `{plan.limit}`)" if plan.limit else ""),
         "",
-        "| host | status | would change | failure |",
-        "|---|---|---|---|",
+        markdown_table(("host", "status", "would change", "failure"), _host_rows(plan)),
     ]
-    for host, result in sorted(plan.hosts.items()):
-        failure = result.failure
-        failure_text = _cell(f"{failure.task}: {failure.message}") if failure else ""
-        out.append(f"| {host} | {result.status.value} | {len(result.changes)} | {failure_text} |")
     for host, result in sorted(plan.hosts.items()):
         if not result.changes:
             continue

@@ -2,7 +2,10 @@
 
 Prefect turns these into JSON schema, so the server rejects a bad value when the run
 is triggered (`prefect deployment run --param retries=-1` fails at once) and the UI
-shows the limits; the same constraints are checked again when the flow starts.
+shows the limits; the same constraints are checked again when the flow starts (Prefect
+validates a flow's parameters whether a worker or a plain Python call starts it), so a flow
+need not check them again. `retry_policy` turns the `retries`/`retry_delay` pair into what
+run_playbook takes.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema, core_schema
 
 from fleetflow.engine.inventory import inventory_names, playbook_names
+from fleetflow.engine.retry import RetryPolicy
 from fleetflow.engine.variables import RESERVED_NAMES
 from fleetflow.settings import get_settings
 
@@ -39,6 +43,7 @@ __all__ = [
     "TimeLimit",
     "Variables",
     "Version",
+    "retry_policy",
 ]
 
 # No control characters (NUL made the server answer 503; others hide text in logs).
@@ -166,6 +171,13 @@ RetryDelay = Annotated[
         description="Seconds before the first retry of failed hosts; doubled for each next one.",
     ),
 ]
+
+
+def retry_policy(retries: int, retry_delay: float) -> RetryPolicy:
+    """The policy for a flow's `retries: Retries` (extra attempts) and `retry_delay: RetryDelay`."""
+    return RetryPolicy(attempts=retries + 1, delay_seconds=retry_delay)
+
+
 ApprovalTimeout = Annotated[
     int,
     Field(

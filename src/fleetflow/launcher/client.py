@@ -1,4 +1,4 @@
-"""``fleetflow-engine``: what a process worker runs for each flow run (stdlib only).
+"""``fleetflow-engine``: what a process worker runs for each flow run (no Prefect import).
 
 It asks the worker's warm launcher (FLEETFLOW_LAUNCHER_SOCKET) to fork a process that
 already imported Prefect, fleetflow and ansible-runner, hands it this process's stdin,
@@ -20,6 +20,9 @@ import sys
 import urllib.request
 from types import FrameType
 
+# Constants only: importing the seam loads no Prefect.
+from fleetflow._prefect import ENGINE_MODULE, FLOW_RUN_ID_VARIABLE
+
 __all__ = ["main"]
 
 SOCKET_VARIABLE = "FLEETFLOW_LAUNCHER_SOCKET"
@@ -27,7 +30,7 @@ _STOPPING = {signal.SIGSTOP, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU}
 
 
 def _stock_engine() -> None:
-    argv = [sys.executable, "-m", "prefect.engine", *sys.argv[1:]]
+    argv = [sys.executable, "-m", ENGINE_MODULE, *sys.argv[1:]]
     os.execv(sys.executable, argv)
 
 
@@ -93,7 +96,7 @@ def report_killed(signum: int, timeout: float = 10.0) -> bool:
     Best effort: the worker still reports the run Crashed if this cannot reach the API
     (then the worker's proposal finds the run final and keeps this message).
     """
-    run_id, api = os.environ.get("PREFECT__FLOW_RUN_ID"), os.environ.get("PREFECT_API_URL")
+    run_id, api = os.environ.get(FLOW_RUN_ID_VARIABLE), os.environ.get("PREFECT_API_URL")
     if not run_id or not api:
         return False
     name = signal.Signals(signum).name if signum in signal.valid_signals() else str(signum)

@@ -32,15 +32,14 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+from fleetflow._prefect import ENGINE_MODULE, ENGINE_PRELOAD
+
 __all__ = ["Request", "main"]
 
 log = logging.getLogger("fleetflow.launcher")
-# Not prefect.engine itself: each child runs it afresh as __main__.
+# Not ENGINE_MODULE itself: each child runs it afresh as __main__.
 _PRELOAD = (
-    "prefect.flow_engine",
-    "prefect.task_engine",
-    "prefect.deployments.steps.core",
-    "prefect.deployments.steps.pull",
+    *ENGINE_PRELOAD,
     "fleetflow.engine.run",
     "fleetflow.engine._runner",
     "fleetflow.flowkit.summary",
@@ -197,15 +196,15 @@ def run_child(request: Request) -> None:
     os.chdir(request.cwd)
     os.environ.clear()
     os.environ.update(request.env)
-    from prefect.context import refresh_global_settings_context
+    from fleetflow._prefect import refresh_global_settings_context
 
     refresh_global_settings_context()
     _watch_client(request.conn)
-    sys.argv = ["prefect.engine", *request.argv]
+    sys.argv = [ENGINE_MODULE, *request.argv]
     with warnings.catch_warnings():
         # Prefect's package imports prefect.engine itself; running it as __main__ is intended.
         warnings.filterwarnings("ignore", category=RuntimeWarning, module="runpy")
-        runpy.run_module("prefect.engine", run_name="__main__", alter_sys=True)
+        runpy.run_module(ENGINE_MODULE, run_name="__main__", alter_sys=True)
 
 
 def main() -> None:

@@ -25,7 +25,7 @@ from prefect.client.schemas.sorting import FlowRunSort
 from prefect.events.filters import EventFilter, EventNameFilter, EventOccurredFilter, EventOrder
 from prefect.events.schemas.events import ReceivedEvent
 
-from fleetflow.engine.publish import PLAYBOOK_EVENT
+from fleetflow.engine.publish import EVENT_PAGE, PLAYBOOK_EVENT, PlaybookFinished, iter_events
 from fleetflow.metrics._families import ACTIVE_STATES, Families
 from fleetflow.metrics._labels import OTHER, RepositoryNames
 from fleetflow.results import HostStatus, RunStatus
@@ -35,7 +35,6 @@ logger = logging.getLogger(__name__)
 _ALERT_EVENTS = ("prefect.automation.action.executed", "prefect.automation.action.failed")
 _FINAL = [StateType.COMPLETED, StateType.FAILED, StateType.CRASHED, StateType.CANCELLED]
 _PAGE = 200
-_EVENT_PAGE = 50  # the server's maximum for /events/filter
 _RUN_STATUSES = frozenset(RunStatus)
 _HOST_STATUSES = frozenset(HostStatus)
 
@@ -78,21 +77,14 @@ class Exporter:
         return True
 
     def _count_events(self, client: SyncPrefectClient, since: datetime) -> None:
-        page = client.read_events(
-            EventFilter(
-                occurred=EventOccurredFilter(since=since, until=datetime.now(UTC) + self.overlap),
-                event=EventNameFilter(name=[PLAYBOOK_EVENT, *_ALERT_EVENTS]),
-                order=EventOrder.ASC,
-            ),
-            limit=_EVENT_PAGE,
+        event_filter = EventFilter(
+            occurred=EventOccurredFilter(since=since, until=datetime.now(UTC) + self.overlap),
+            event=EventNameFilter(name=[PLAYBOOK_EVENT, *_ALERT_EVENTS]),
+            order=EventOrder.ASC,
         )
-        while True:
-            for event in page.events:
-                if self._first_time(f"event:{event.id}", event.occurred):
-                    self._count_event(event)
-            if not page.next_page:
-                break
-            page = client.read_events_page(str(page.next_page))
+        for event in iter_events(client, event_filter, EVENT_PAGE):
+            if self._first_time(f"event:{event.id}", event.occurred):
+                self._count_event(event)
 
     def _count_event(self, event: ReceivedEvent) -> None:
         f = self.families
@@ -100,21 +92,20 @@ class Exporter:
             automation = event.resource.name or event.resource.id
             f.alerts.labels(automation, event.event.rsplit(".", 1)[-1]).inc()
             return
-        p = event.payload
-        playbook = self.names.playbook(p.get("playbook", "?"))
-        inventory = self.names.inventory(p.get("inventory", "?"))
-        if int(p.get("part", 1)) == 1:  # a big run's later parts carry only more hosts
-            status = _known(p.get("status"), _RUN_STATUSES)
+        p = PlaybookFinished.model_validate(event.payload)
+        playbook = self.names.playbook(p.playbook)
+        inventory = self.names.inventory(p.inventory)
+        if p.part == 1:  # a big run's later parts carry only more hosts
+            status = _known(p.status, _RUN_STATUSES)
             f.playbook_runs.labels(playbook, inventory, status).inc()
-            duration = float(p.get("duration_seconds", 0))
-            f.playbook_duration.labels(playbook, inventory).observe(duration)
-            f.playbook_retries.labels(playbook).inc(max(int(p.get("attempts", 1)) - 1, 0))
-            f.ansible_events.labels(playbook).inc(int(p.get("ansible_events", 0)))
-            f.log_lines.labels(playbook).inc(int(p.get("log_lines", 0)))
-        for outcome in (p.get("hosts") or {}).values():
-            f.host_retries.labels(playbook).inc(max(int(outcome.get("attempts", 1)) - 1, 0))
-            for group in outcome.get("groups") or ["ungrouped"]:
-                outcome_label = _known(outcome.get("status"), _HOST_STATUSES)
+            f.playbook_duration.labels(playbook, inventory).observe(p.duration_seconds)
+            f.playbook_retries.labels(playbook).inc(max(p.attempts - 1, 0))
+            f.ansible_events.labels(playbook).inc(p.ansible_events)
+            f.log_lines.labels(playbook).inc(p.log_lines)
+        for outcome in p.hosts.values():
+            f.host_retries.labels(playbook).inc(max(outcome.attempts - 1, 0))
+            for group in outcome.groups or ["ungrouped"]:
+                outcome_label = _known(outcome.status, _HOST_STATUSES)
                 f.host_outcomes.labels(playbook, group, outcome_label).inc()
 
     def _count_flow_runs(self, client: SyncPrefectClient, since: datetime) -> None:

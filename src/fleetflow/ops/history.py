@@ -4,10 +4,10 @@ each host ended - read back from the Prefect API (the audit trail lives in its d
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
+from itertools import islice
 from typing import Any
 
 from prefect.client.orchestration import SyncPrefectClient
@@ -27,7 +27,16 @@ from prefect.events.filters import (
     EventRelatedFilter,
 )
 
-from fleetflow.engine.publish import HOST_RESOURCE, PLAYBOOK_EVENT
+from fleetflow.engine.publish import (
+    EVENT_PAGE,
+    HOST_RESOURCE,
+    PLAYBOOK_EVENT,
+    HostOutcome,
+    PlaybookFinished,
+    is_hosts_table,
+    iter_events,
+    table_hosts,
+)
 from fleetflow.engine.secrets import MASK
 
 __all__ = [
@@ -91,11 +100,8 @@ def _hosts(client: SyncPrefectClient, run: FlowRun) -> dict[str, str]:
     )
     hosts: dict[str, str] = {}
     for artifact in artifacts:
-        if artifact.type != "table" or not (artifact.key or "").startswith("hosts-"):
-            continue
-        rows: Any = json.loads(artifact.data) if isinstance(artifact.data, str) else artifact.data
-        for row in rows or []:
-            hosts[str(row["host"])] = str(row["status"])
+        if artifact.type == "table" and is_hosts_table(artifact.key):
+            hosts.update(table_hosts(artifact.data))
     return hosts
 
 
@@ -169,30 +175,23 @@ def read_host_history(
     """The host's last `limit` playbook runs, newest first (as far as the server keeps
     events: PREFECT_SERVER_EVENTS_RETENTION_PERIOD)."""
     wanted = max(limit, 1)
-    page = client.read_events(
-        EventFilter(
-            occurred=EventOccurredFilter(since=datetime.now(UTC) - timedelta(days=days)),
-            event=EventNameFilter(name=[PLAYBOOK_EVENT]),
-            related=EventRelatedFilter(id=[f"{HOST_RESOURCE}{host}"]),
-            order=EventOrder.DESC,
-        ),
-        limit=min(wanted, 50),  # the server's page maximum
+    event_filter = EventFilter(
+        occurred=EventOccurredFilter(since=datetime.now(UTC) - timedelta(days=days)),
+        event=EventNameFilter(name=[PLAYBOOK_EVENT]),
+        related=EventRelatedFilter(id=[f"{HOST_RESOURCE}{host}"]),
+        order=EventOrder.DESC,
     )
-    events = list(page.events)
-    while len(events) < wanted and page.next_page:
-        page = client.read_events_page(str(page.next_page))
-        events += page.events
     records = []
-    for event in events[:wanted]:
-        outcome = (event.payload.get("hosts") or {}).get(host, {})
+    for event in islice(iter_events(client, event_filter, min(wanted, EVENT_PAGE)), wanted):
+        payload = PlaybookFinished.model_validate(event.payload)
+        outcome = payload.hosts.get(host, HostOutcome())
         flow_run = next((r.name or r.id for r in event.related if r.role == "flow-run"), "")
         records.append(
             HostRunRecord(
                 time=event.occurred.isoformat(timespec="seconds"),
-                playbook=str(event.payload.get("playbook", "?")),
-                inventory=str(event.payload.get("inventory", "?")),
-                outcome=str(outcome.get("status", "?")), changed=int(outcome.get("changed", 0)),
-                attempts=int(outcome.get("attempts", 1)), flow_run=flow_run,
+                playbook=payload.playbook, inventory=payload.inventory,
+                outcome=outcome.status, changed=outcome.changed,
+                attempts=outcome.attempts, flow_run=flow_run,
             )
         )  # fmt: skip
     return records

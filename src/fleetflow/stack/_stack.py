@@ -17,6 +17,7 @@ from urllib.parse import quote
 
 import httpx
 
+from fleetflow._prefect import LEASE_STORAGE_FILESYSTEM
 from fleetflow.engine.secrets import write_private
 from fleetflow.engine.sweep import sweep_stale_run_dirs
 from fleetflow.exceptions import StackError
@@ -32,7 +33,6 @@ __all__ = ["Stack", "StackStatus"]
 log = logging.getLogger(__name__)
 _SERVER_START_SECONDS = 180.0
 _WORKER_ONLINE_SECONDS = 90.0
-_LEASE_STORAGE = "prefect.server.concurrency.lease_storage.filesystem"
 # Where a database URL or its parts live; workers (and the runs they start) get none.
 _DATABASE_VARIABLES = (
     "FLEETFLOW_DATABASE_URL",
@@ -188,7 +188,7 @@ class Stack:
             # Leases of concurrency slots (host locks, deployment limits) on disk, in
             # PREFECT_HOME: the default keeps them in memory, so a server restart lost them
             # while their slots stayed taken, and every later run waited forever.
-            "PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE": _LEASE_STORAGE,
+            "PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE": LEASE_STORAGE_FILESYSTEM,
             # A run waiting for host locks asks again after at most this long (default 30 s).
             "PREFECT_SERVER_CONCURRENCY_MAXIMUM_CONCURRENCY_SLOT_WAIT_SECONDS": "5",
             "PREFECT_SERVER_API_AUTH_STRING": self.auth(),
@@ -295,9 +295,9 @@ class Stack:
             sock = self.directory / f"launcher-{worker.name}.sock"
             env[SOCKET_VARIABLE] = str(sock)
             # Started as a module (-m), not imported: see fleetflow.launcher.server.
-            argv = [sys.executable, "-m", "fleetflow.launcher.server", str(sock)]
+            launch = [sys.executable, "-m", "fleetflow.launcher.server", str(sock)]
             launcher = spawn(
-                "launcher", worker.name, argv,
+                "launcher", worker.name, launch,
                 env=env, log=logs / f"launcher-{worker.name}.log", cwd=self.project_dir,
             )  # fmt: skip
             started.append(launcher)

@@ -11,10 +11,11 @@ from typing import Any
 import pytest
 
 import fleetflow
-from fleetflow.engine._attempts import PlaybookRequest, execute
+from fleetflow.engine._attempts import execute
 from fleetflow.engine._collector import EventCollector, failure_message
-from fleetflow.engine._runner import RunnerOutcome, RunnerRequest
+from fleetflow.engine._runner import RunnerOutcome
 from fleetflow.engine.inventory import Preflight
+from fleetflow.engine.request import RunRequest
 from fleetflow.engine.retry import RetryPolicy
 from fleetflow.exceptions import ConfigurationError, PlaybookFailed
 from fleetflow.results import HostStatus, PlaybookResult, RunStatus
@@ -27,8 +28,8 @@ def plan(hosts: tuple[str, ...] = HOSTS) -> Preflight:
     return Preflight(Path("/p/site.yml"), Path("/inv"), hosts, task_count=2)
 
 
-def request(**kwargs: Any) -> PlaybookRequest:
-    return PlaybookRequest(playbook="site", inventory="lab", project_dir=Path("/p"), **kwargs)
+def request(**kwargs: Any) -> RunRequest:
+    return RunRequest(playbook="site", inventory="lab", project_dir=Path("/p"), **kwargs)
 
 
 def stats(**per_host: dict[str, int]) -> dict[str, Any]:
@@ -54,9 +55,9 @@ class FakeRunner:
 
     def __init__(self, attempts: list[tuple[list[dict[str, Any]], RunnerOutcome]]) -> None:
         self.attempts = attempts
-        self.requests: list[RunnerRequest] = []
+        self.requests: list[RunRequest] = []
 
-    def __call__(self, req: RunnerRequest, on_event: Any, cancel: threading.Event) -> RunnerOutcome:
+    def __call__(self, req: RunRequest, on_event: Any, cancel: threading.Event) -> RunnerOutcome:
         self.requests.append(req)
         events, outcome = self.attempts[len(self.requests) - 1]
         for event in events:

@@ -7,13 +7,8 @@ from typing import Any
 
 import pytest
 
-from fleetflow.engine.inventory import (
-    _parse_listing,
-    natural_key,
-    parse_graph,
-    resolve_inventory,
-    resolve_playbook,
-)
+from fleetflow.engine._ansible import natural_key, parse_graph
+from fleetflow.engine.inventory import _parse_listing, resolve_inventory, resolve_playbook
 from fleetflow.engine.variables import check_variables
 from fleetflow.exceptions import ConfigurationError, InventoryError, PlaybookError
 from tests.conftest import REPO

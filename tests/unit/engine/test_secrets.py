@@ -15,8 +15,9 @@ import pytest
 from pydantic import SecretStr
 
 from fleetflow.engine._runlog import RunLog
-from fleetflow.engine._runner import RunnerRequest, _cmdline, _passwords, _secret_envvars
-from fleetflow.engine.run import _mask_result
+from fleetflow.engine._runner import _cmdline, _passwords, _secret_envvars
+from fleetflow.engine.publish import mask_result as _mask_result
+from fleetflow.engine.request import RunRequest
 from fleetflow.engine.secrets import MASK, Masker, RunSecrets, mask, masked_forms, secret_variable
 from fleetflow.results import HostFailure, HostResult, HostStatus, PlaybookResult, RunStatus
 
@@ -70,7 +71,7 @@ def test_log_lines_are_masked_in_every_form(caplog: pytest.LogCaptureFixture) ->
 
 
 def test_secret_files_are_0600_and_prompts_never_touch_argv(tmp_path: Path) -> None:
-    request = RunnerRequest(Path("p.yml"), Path("inv"), tmp_path, secrets=SECRETS)
+    request = RunRequest(Path("p.yml"), Path("inv"), tmp_path, secrets=SECRETS)
     env = _secret_envvars(request, tmp_path)
     for name in ("ANSIBLE_PRIVATE_KEY_FILE", "ANSIBLE_VAULT_PASSWORD_FILE"):
         path = Path(env[name])
@@ -144,7 +145,7 @@ def test_masking_a_result_keeps_it_valid_whatever_the_secret() -> None:
     left a dangling backslash and broken the document."""
     from datetime import UTC, datetime
 
-    from fleetflow.engine.run import _mask_result
+    from fleetflow.engine.publish import mask_result as _mask_result
     from fleetflow.results import PlaybookResult, RunStatus
 
     now = datetime.now(UTC)

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from fleetflow.engine._ansible import ansible_tool
 from fleetflow.engine._collector import EventCollector
 from fleetflow.engine._diff import censor, render_diff
 from fleetflow.engine._vault import vaulted_values
-from fleetflow.engine.inventory import ansible_tool
 from fleetflow.engine.secrets import MASK
 from fleetflow.flowkit.change import MAX_DIFF_LINES, Approval, Decision, plan_markdown
 from fleetflow.results import HostResult, HostStatus, PlaybookResult, RunStatus, TaskChange

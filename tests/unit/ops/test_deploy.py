@@ -7,9 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from prefect.utilities.callables import parameter_schema
-from prefect.utilities.schema_tools import validate
 
+from fleetflow._prefect import parameter_schema, validate
 from fleetflow.exceptions import ConfigurationError
 from fleetflow.ops.deploy import MAX_TIME_LIMIT, DeploymentRules, load_rules, strict_schema
 

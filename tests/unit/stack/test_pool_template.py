@@ -8,10 +8,13 @@ from typing import Any, cast
 
 import pytest
 from fastapi import HTTPException
-from prefect.server.api.validation import validate_job_variables_for_deployment_flow_run
-from prefect.server.schemas.actions import DeploymentFlowRunCreate, validate_base_job_template
 from prefect.workers.process import ProcessJobConfiguration
 
+from fleetflow._prefect import (
+    DeploymentFlowRunCreate,
+    validate_base_job_template,
+    validate_job_variables_for_deployment_flow_run,
+)
 from fleetflow.stack._pool import LAUNCH_COMMAND, _job_template
 
 # What `POST /deployments/{id}/create_flow_run {"job_variables": ...}` could carry.

@@ -11,10 +11,9 @@ from typing import Any
 from prefect.client.schemas.schedules import CronSchedule, IntervalSchedule, RRuleSchedule
 from prefect.events import DeploymentTriggerTypes
 from prefect.flows import load_flow_from_entrypoint
-from prefect.utilities.callables import parameter_schema
-from prefect.utilities.schema_tools import validate
 from pydantic import TypeAdapter, ValidationError
 
+from fleetflow._prefect import parameter_schema, validate
 from fleetflow.engine.inventory import resolve_inventory
 from fleetflow.exceptions import FleetflowError
 

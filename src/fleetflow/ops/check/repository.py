@@ -21,8 +21,9 @@ from typing import Any
 
 import yaml
 
+from fleetflow.engine._ansible import ansible_environment, ansible_tool
 from fleetflow.engine.blackouts import BLACKOUTS_FILE, load_blackouts
-from fleetflow.engine.inventory import ansible_environment, ansible_tool, host_groups
+from fleetflow.engine.inventory import host_groups
 from fleetflow.exceptions import ConfigurationError, FleetflowError
 from fleetflow.ops.check.deployments import Problem, check_deployment
 
