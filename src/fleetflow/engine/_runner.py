@@ -153,7 +153,7 @@ def run_ansible(
     is interrupted (Prefect raises TerminationSignal on cancellation), the run is killed
     before the exception propagates.
     """
-    # Named with our pid: a worker start sweeps what a killed process left (_sweep).
+    # Named with our pid: a worker start sweeps what a killed process left (engine/sweep.py).
     private = Path(tempfile.mkdtemp(prefix=f"ff-run-{os.getpid()}-", dir=request.run_dir))
     # SSH control sockets must fit a 108-byte Unix socket path whatever run_dir is.
     control_dir = Path(tempfile.mkdtemp(prefix=f"ff-cp-{os.getpid()}-", dir="/tmp"))

@@ -183,7 +183,7 @@ def read_host_history(
     )
     records = []
     for event in islice(iter_events(client, event_filter, min(wanted, EVENT_PAGE)), wanted):
-        payload = PlaybookFinished.model_validate(event.payload)
+        payload = PlaybookFinished.read(event.payload)
         outcome = payload.hosts.get(host, HostOutcome())
         flow_run = next((r.name or r.id for r in event.related if r.role == "flow-run"), "")
         records.append(

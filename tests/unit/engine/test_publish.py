@@ -90,6 +90,16 @@ def test_a_payload_missing_fields_reads_as_the_readers_always_assumed() -> None:
     assert read.hosts["h"] == HostOutcome() == HostOutcome(status="?", changed=0, attempts=1)
 
 
+@pytest.mark.parametrize(
+    "payload",
+    [{"hosts": None}, {"hosts": {"h": {"changed": "many"}}}, {"part": "x"}, {"hosts": [1]}],
+)
+def test_a_malformed_payload_reads_as_an_unknown_run(payload: dict[str, Any]) -> None:
+    """Anyone with the API credential can emit the event: history must still read."""
+    read = PlaybookFinished.read(payload)
+    assert read == PlaybookFinished() and read.status == "?"
+
+
 def test_the_hosts_table_is_found_by_its_key_and_read_back() -> None:
     key = publish.hosts_table_key("site", "Lab_EU")
     assert key == "hosts-site-lab-eu"
