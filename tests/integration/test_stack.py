@@ -198,7 +198,8 @@ def test_host_locks_serialize_overlapping_runs_and_not_disjoint_ones(
         extra_vars={"fleetflow_wait_path": release, "fleetflow_wait_sleep": 1},
     )[1]  # fmt: skip
     try:
-        _wait_for_module(lab, one, "AnsiballZ_wait_for")
+        # Logged once the task starts on the host, so after the run took its lock.
+        stack.wait_log(holder, "TASK [Wait until the file is present or absent on the host]", 240)
         runs = stack.wait_final(start("D", three), timeout=300)
         assert {r[0] for r in runs.values()} == {"COMPLETED"}, runs
         assert set(_holds(lab, three)) == {"D"}
@@ -207,15 +208,6 @@ def test_host_locks_serialize_overlapping_runs_and_not_disjoint_ones(
         lab.ssh(one, f"touch {release}")
     assert stack.wait_final(holder)[holder][0] == "COMPLETED"
     lab.ssh(one, f"rm -f {release}")
-
-
-def _wait_for_module(lab: Lab, host: str, module: str, timeout: float = 240) -> None:
-    """Until an Ansible module process runs on the host: the run holds its lock by then."""
-    deadline = time.monotonic() + timeout
-    # The bracket keeps pgrep from matching the shell that runs it.
-    while lab.ssh(host, f"pgrep -f '[{module[0]}]{module[1:]}'").returncode != 0:
-        assert time.monotonic() < deadline, f"{module} not running on {host} in {timeout} s"
-        time.sleep(0.5)
 
 
 def test_a_workers_only_stack_joins_the_server_and_leaves_it_running(
