@@ -227,8 +227,8 @@ def _masked(value: Any, masker: Masker) -> Any:
         )
     if isinstance(value, dict):
         return {_masked(k, masker): _masked(v, masker) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_masked(v, masker) for v in value]
+    if isinstance(value, list | tuple):  # a tuple stays a tuple: model_copy does not validate
+        return type(value)(_masked(v, masker) for v in value)
     return value
 
 
