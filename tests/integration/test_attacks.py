@@ -58,7 +58,8 @@ def stack(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runnin
 
 
 def _run_count(stack: RunningStack) -> int:
-    return int(stack.query("SELECT count(*) FROM flow_run")[0][0])
+    # A schedule's future runs are the server's, made whenever its scheduler loops.
+    return int(stack.query("SELECT count(*) FROM flow_run WHERE NOT auto_scheduled")[0][0])
 
 
 def _no_marker(lab: Lab, tag: str = "") -> None:

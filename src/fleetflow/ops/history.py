@@ -16,6 +16,8 @@ from prefect.client.schemas.filters import (
     ArtifactFilterFlowRunId,
     DeploymentFilter,
     DeploymentFilterId,
+    FlowRunFilter,
+    FlowRunFilterExpectedStartTime,
 )
 from prefect.client.schemas.objects import FlowRun
 from prefect.client.schemas.sorting import FlowRunSort
@@ -121,7 +123,11 @@ def read_history(
     if deployment:
         found = client.read_deployment_by_name(deployment)
         deployment_filter = DeploymentFilter(id=DeploymentFilterId(any_=[found.id]))
+    # What happened, not what is planned: a schedule's future runs are left out (a Late run,
+    # whose time has passed, stays in).
+    started = FlowRunFilterExpectedStartTime(before_=datetime.now(UTC))
     runs = client.read_flow_runs(
+        flow_run_filter=FlowRunFilter(expected_start_time=started),
         deployment_filter=deployment_filter,
         sort=FlowRunSort.EXPECTED_START_TIME_DESC,
         limit=limit if host is None else max(limit * 10, 200),

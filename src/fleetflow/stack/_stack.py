@@ -285,6 +285,10 @@ class Stack:
                 "FLEETFLOW_WORKER_NAME": worker.name,
                 # Heartbeats let fleetflow/zombie-runs see a run whose machine died.
                 "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": "30",
+                # Workers and their runs ride out a server restart: a failed request is
+                # retried with backoff for about 4 min (Prefect's default 5: about 1 min,
+                # too short for a restart on a busy machine; a log batch is then lost).
+                "PREFECT_CLIENT_MAX_RETRIES": "7",
                 # fleetflow-engine, the pool's run command, comes from this virtualenv.
                 "PATH": f"{bin_dir}:{os.environ.get('PATH', '/usr/bin:/bin')}",
             }
