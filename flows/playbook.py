@@ -10,6 +10,7 @@ from pydantic import Field
 from fleetflow import ConfigurationError, PlaybookResult, run_playbook
 from fleetflow.engine.run import time_limit as limited
 from fleetflow.flowkit.change import plan_and_apply
+from fleetflow.flowkit.outcome import reports_outcome
 from fleetflow.flowkit.params import (
     DEFAULT_TIME_LIMIT,
     ApprovalTimeout,
@@ -30,6 +31,7 @@ from fleetflow.flowkit.summary import print_result
 
 
 @flow(name="playbook", log_prints=True)
+@reports_outcome
 def playbook(
     playbook: Playbook,
     inventory: Inventory = "lab",

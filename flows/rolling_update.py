@@ -14,6 +14,7 @@ from prefect.artifacts import create_markdown_artifact
 
 from fleetflow import PlaybookResult, RolloutStopped, resolve_hosts, run_playbook
 from fleetflow.engine.run import time_limit as limited
+from fleetflow.flowkit.outcome import reports_outcome
 from fleetflow.flowkit.params import (
     DEFAULT_TIME_LIMIT,
     BatchSize,
@@ -30,6 +31,7 @@ def batches(hosts: list[str], size: int) -> list[list[str]]:
 
 
 @flow(name="rolling_update")
+@reports_outcome
 def rolling_update(
     version: Version,
     hosts: HostPattern = "web",

@@ -10,6 +10,7 @@ from pydantic import Field
 
 from fleetflow import PlaybookFailed, run_playbook
 from fleetflow.engine.run import time_limit as limited
+from fleetflow.flowkit.outcome import reports_outcome
 from fleetflow.flowkit.params import (
     DEFAULT_TIME_LIMIT,
     PLAIN_TEXT,
@@ -32,6 +33,7 @@ ScriptArgs = Annotated[
 
 
 @flow(name="run_script", log_prints=True)
+@reports_outcome
 def run_script(
     script: Script,
     hosts: HostPattern = "all",
@@ -48,20 +50,23 @@ def run_script(
     Returns each host's exit code, stdout and stderr. A script never runs twice at once on
     one host (it holds a lock there); its output is also logged on the host.
     """
+    failure: PlaybookFailed | None = None
     with limited(time_limit):
-        result = run_playbook(
-            "run_script",
-            inventory=inventory,
-            limit=hosts,
-            extra_vars={
-                "script_name": script,
-                "script_args": list(args or []),
-                "script_batch_size": str(batch_size) if batch_size else "100%",
-            },
-            max_fail_percentage=max_fail_percentage,
-            retry=retry_policy(retries, retry_delay),
-            raise_on_failure=False,
-        )
+        try:
+            result = run_playbook(
+                "run_script",
+                inventory=inventory,
+                limit=hosts,
+                extra_vars={
+                    "script_name": script,
+                    "script_args": list(args or []),
+                    "script_batch_size": str(batch_size) if batch_size else "100%",
+                },
+                max_fail_percentage=max_fail_percentage,
+                retry=retry_policy(retries, retry_delay),
+            )
+        except PlaybookFailed as exc:  # the task ends Failed too; the outputs still count
+            failure, result = exc, exc.result
     outputs = {
         host: {k: str(v) for k, v in r.outputs.items()} | {"status": r.status.value}
         for host, r in sorted(result.hosts.items())
@@ -72,8 +77,8 @@ def run_script(
         description=f"Output of {script} on {hosts} ({inventory})",
     )
     print_result(result)
-    if result.status != "successful":
-        raise PlaybookFailed(result.message or result.summary(), result)
+    if failure is not None:
+        raise failure
     return outputs
 
 

@@ -23,6 +23,7 @@ from pydantic import Field
 from fleetflow import ConfigurationError, PlaybookResult, PlaybookRunError, run_playbook
 from fleetflow.engine.run import resolve_hosts
 from fleetflow.engine.run import time_limit as limited
+from fleetflow.flowkit.outcome import failure_message, reports_outcome
 from fleetflow.flowkit.params import DEFAULT_TIME_LIMIT, Inventory, Step, TimeLimit
 from fleetflow.flowkit.summary import markdown_table
 
@@ -55,6 +56,7 @@ def _check(steps: list[Step], inventory: str) -> None:
 
 
 @flow(name="runbook", log_prints=True)
+@reports_outcome
 def runbook(
     steps: Steps, inventory: Inventory = "lab", time_limit: TimeLimit = DEFAULT_TIME_LIMIT
 ) -> list[dict[str, object]]:
@@ -99,6 +101,7 @@ def _stopped(rows: list[dict[str, object]], failure: BaseException) -> BaseExcep
     failed = next(r for r in rows if r["outcome"] == "failed")
     hint = f"step {failed['step']} ({failed['title']}) failed: {failure}"
     if isinstance(failure, PlaybookRunError):
+        hint = f"step {failed['step']} ({failed['title']}): {failure_message(failure.result)}"
         return type(failure)(
             f"{hint}. Retry flow run {flow_run.get_id()} to resume at step {failed['step']}.",
             failure.result,

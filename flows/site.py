@@ -6,6 +6,7 @@ from prefect import flow
 
 from fleetflow import PlaybookResult, run_playbook
 from fleetflow.engine.run import time_limit as limited
+from fleetflow.flowkit.outcome import reports_outcome
 from fleetflow.flowkit.params import (
     DEFAULT_TIME_LIMIT,
     HostPattern,
@@ -20,6 +21,7 @@ from fleetflow.flowkit.summary import print_result
 
 
 @flow(name="site", log_prints=True)
+@reports_outcome
 def site(
     inventory: Inventory = "lab",
     limit: HostPattern | None = None,

@@ -16,6 +16,7 @@ from pydantic import Field
 
 from fleetflow import PlaybookResult, run_playbook
 from fleetflow.engine.run import time_limit as limited
+from fleetflow.flowkit.outcome import reports_outcome
 from fleetflow.flowkit.params import (
     DEFAULT_TIME_LIMIT,
     HostPattern,
@@ -31,6 +32,7 @@ Conditions = Annotated[list[Condition], Field(max_length=20)]
 
 
 @flow(name="wait_then_run", log_prints=True)
+@reports_outcome
 def wait_then_run(
     playbook: Playbook,
     inventory: Inventory = "lab",

@@ -4,8 +4,11 @@
 #   openssh-client     Ansible's transport
 #   iptables           lab network fault injection
 #   util-linux, mount  unshare, setsid, setpriv, mount for lab hosts and run isolation
+#   chromium           the real-browser checks of the Prefect UI (tests/integration/test_ui.py),
+#                      driven by Playwright at /usr/bin/chromium: Playwright's own browser
+#                      download is not reachable here
 set -euo pipefail
-packages=(debootstrap openssh-client iptables util-linux mount make)
+packages=(debootstrap openssh-client iptables util-linux mount make chromium)
 missing=()
 for pkg in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

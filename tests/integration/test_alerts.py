@@ -67,12 +67,51 @@ def test_failed_run_alerts_every_channel_once_with_the_failed_host(
     assert latency < 60
     db_host = lab.hosts()[1].name  # the group `db`, where mixed.yml fails
     for channel, _, text in box.about(name):
-        assert f"{db_host} failed at" in text, (channel, text)
+        assert f"{db_host} (failed at 'Fail on database hosts'" in text, (channel, text)
         assert lab.hosts()[0].name not in text
     time.sleep(5)  # one incident, one message per channel: nothing more arrives
     assert sorted(c for c, _, _ in box.about(name)) == sorted(ALL)
     assert box.about(_run_name(stack, ok_run)) == [], "a successful run sent a message"
     assert "To: ops@example.org" in next(t for c, _, t in box.about(name) if c == "email")
+    # Triage without opening the run: tags on the runs list, the host in the state message,
+    # one line per failure in the log and no traceback.
+    state_name, message, tags = _final_state(stack, run_id)
+    assert state_name == "Failed" and f"failed:{db_host}" in tags
+    assert lab.hosts()[0].name not in " ".join(tags)
+    assert message.startswith(f"1 of {len(lab.hosts())} hosts failed in mixed.yml: ")
+    assert f"{db_host} (failed at 'Fail on database hosts': " in message
+    assert _traceback_lines(stack, run_id) == []
+
+
+def _final_state(stack: RunningStack, run_id: str) -> tuple[str, str, list[str]]:
+    (row,) = stack.query(
+        "SELECT s.name, s.message, fr.tags FROM flow_run fr JOIN flow_run_state s "
+        "ON s.id = fr.state_id WHERE fr.id::text = %s", run_id,
+    )  # fmt: skip
+    return str(row[0]), str(row[1] or ""), list(row[2])
+
+
+def _traceback_lines(stack: RunningStack, run_id: str) -> list[str]:
+    rows = stack.query("SELECT message FROM log WHERE flow_run_id::text = %s", run_id)
+    return [str(m) for (m,) in rows if "Traceback (most recent call last)" in str(m)]
+
+
+def test_a_limit_matching_no_host_is_refused_with_what_exists_and_alerts_no_one(
+    stack: RunningStack, lab: Lab, inbox: tuple[Inbox, dict[str, str]]
+) -> None:
+    code, run_id, _ = stack.trigger(
+        "playbook/lab", True, playbook="ping", inventory=stack.inventory, limit="nosuchgroup"
+    )
+    assert code != 0 and run_id
+    assert stack.wait_final(run_id)[run_id][0] == "FAILED"
+    state_name, message, tags = _final_state(stack, run_id)
+    assert state_name == "Refused"
+    assert message.startswith("refused: limit 'nosuchgroup' matches no host")
+    assert "groups: " in message and lab.hosts()[0].name in message
+    assert tags == [] or not any(t.startswith(("failed:", "unreachable:")) for t in tags)
+    assert _traceback_lines(stack, run_id) == []
+    time.sleep(10)  # a Failed run's alert arrives within ~2 s (see above)
+    assert inbox[0].about(_run_name(stack, run_id)) == []
 
 
 def test_engine_emits_an_event_per_failed_host(stack: RunningStack, lab: Lab) -> None:

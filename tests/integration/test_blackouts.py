@@ -8,17 +8,16 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from uuid import UUID
 
 import pytest
 import yaml
 from prefect import flow
-from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
 
 from fleetflow import InBlackout, PlaybookResult, RunStatus, run_playbook
 from fleetflow.lab import Lab
 from tests.conftest import REPO
+
+from .runs import log_lines
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_server")]
 WRITE_FILE = str(REPO / "tests/fixtures/playbooks/write_file.yml")
@@ -55,19 +54,6 @@ def marker() -> tuple[dict[str, Any], str]:
 
 def written(lab: Lab, path: str) -> list[str]:
     return [h.name for h in lab.hosts() if lab.ssh(h.name, f"test -e {path}").returncode == 0]
-
-
-def log_lines(flow_run_id: UUID, needle: str, timeout: float = 20) -> list[str]:
-    """The flow run's log lines, polled until one contains `needle` (logs ship in batches)."""
-    log_filter = LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id]))
-    deadline = time.monotonic() + timeout
-    while True:
-        with get_client(sync_client=True) as client:
-            records = client.read_logs(log_filter=log_filter)
-        lines = [line for log in records for line in log.message.splitlines()]
-        if any(needle in line for line in lines) or time.monotonic() > deadline:
-            return lines
-        time.sleep(0.5)
 
 
 def test_fail_policy_in_an_open_window_runs_nothing(lab: Lab, tmp_path: Path) -> None:

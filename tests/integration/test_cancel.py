@@ -21,6 +21,7 @@ from prefect.settings import PREFECT_API_URL
 from fleetflow.lab import Lab
 from tests.conftest import REPO
 
+from .runs import stop
 from .stacks import commands_naming
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.usefixtures("prefect_server")]
@@ -101,9 +102,4 @@ def test_cancel_kills_the_run_and_leaves_no_process(lab: Lab, tmp_path: Path) ->
         time.sleep(3)
         assert lab.ssh(host, f"test -e /root/ff-sleep-ended-{tag}").returncode == 1
     finally:
-        server.terminate()
-        try:
-            server.wait(20)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        stop(server)

@@ -154,12 +154,16 @@ def preflight(request: RunRequest) -> Preflight:
             timeout=300,
         )
     if proc.returncode != 0:
-        raise _classify_failure(proc.stdout + proc.stderr, playbook, inventory, limit)
+        error = _classify_failure(proc.stdout + proc.stderr, playbook, inventory, limit)
+        if isinstance(error, NoHostsMatched):
+            raise NoHostsMatched(f"{error}; {_what_exists(inventory, project_dir)}")
+        raise error
     hosts, tasks = _parse_listing(proc.stdout)
     if not hosts:
         raise NoHostsMatched(
-            f"no host of inventory {inventory} matches the plays of {playbook.name}"
+            f"no host of inventory {request.inventory} matches the plays of {playbook.name}"
             + (f" with limit {limit!r}" if limit else "")
+            + f"; {_what_exists(inventory, project_dir)}"
         )
     return Preflight(playbook, inventory, tuple(sorted(hosts, key=natural_key)), tasks)
 
@@ -195,10 +199,23 @@ def _classify_failure(
 ) -> ConfigurationError:
     message = _error_text(output)
     if "no hosts to target" in message or "Could not match supplied host pattern" in output:
-        return NoHostsMatched(f"limit {limit!r} matches no host in inventory {inventory}")
+        return NoHostsMatched(f"limit {limit!r} matches no host in inventory {inventory.name}")
     if "inventory" in message.lower() and str(playbook) not in message:
         return InventoryError(f"inventory {inventory} cannot be used: {message}")
     return PlaybookError(f"playbook {playbook.name} is not valid: {message}")
+
+
+def _what_exists(inventory: Path, project_dir: Path, shown: int = 5) -> str:
+    """What a limit could have named: the inventory's groups and its first hosts."""
+    of_host = host_groups(inventory, project_dir)
+    groups = sorted({g for gs in of_host.values() for g in gs}, key=natural_key)
+    hosts = sorted(of_host, key=natural_key)
+
+    def listed(names: list[str]) -> str:
+        more = f" and {len(names) - shown} more" if len(names) > shown else ""
+        return ", ".join(names[:shown]) + more if names else "none"
+
+    return f"groups: {listed(groups)}; hosts: {listed(hosts)}"
 
 
 def _error_text(output: str) -> str:

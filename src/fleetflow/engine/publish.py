@@ -3,9 +3,10 @@
 Each contract shared with a reader elsewhere is written and read here, through the same
 names and models, never by string keys matched by hand:
 
-- The run's artifacts: a progress bar while Ansible runs, then the per-host table (key
-  `hosts-<playbook>-<inventory>`, `hosts_table_key`), which `fleetflow history` finds by
-  its prefix (`is_hosts_table`) and reads with `table_hosts`.
+- The run's artifacts (their text: engine/_artifacts.py): a progress bar naming the hosts
+  still running, then the per-host table (key `hosts-<playbook>-<inventory>`,
+  `hosts_table_key`), which `fleetflow history` finds by its prefix (`is_hosts_table`)
+  and reads with `table_hosts`; a check/diff run's diffs (key `diff_key`).
 - `fleetflow.host.failed` / `fleetflow.host.unreachable`, one per such host: automations
   alert on them (deployments/automations/).
 - `fleetflow.playbook.finished`, one per run, with every host as a related resource and
@@ -35,6 +36,7 @@ from typing import TYPE_CHECKING, Any, cast
 from uuid import UUID
 
 from prefect.artifacts import (
+    create_markdown_artifact,
     create_progress_artifact,
     create_table_artifact,
     update_progress_artifact,
@@ -42,6 +44,15 @@ from prefect.artifacts import (
 from prefect.events import emit_event
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from fleetflow.engine._artifacts import (
+    diff_log_lines,
+    diff_markdown,
+    final_percent,
+    progress_final_text,
+    progress_running_text,
+    table_description,
+    table_rows,
+)
 from fleetflow.engine.secrets import Masker
 from fleetflow.results import HostStatus, PlaybookResult
 
@@ -50,7 +61,7 @@ if TYPE_CHECKING:
     from prefect.events.filters import EventFilter
     from prefect.events.schemas.events import ReceivedEvent
 
-    from fleetflow.engine._collector import EventCollector
+    from fleetflow.engine._collector import EventCollector, RunningHost
     from fleetflow.engine._runlog import RunLog
 
 __all__ = [
@@ -62,6 +73,7 @@ __all__ = [
     "PlaybookFinished",
     "Progress",
     "artifact_key",
+    "diff_key",
     "emit_run_events",
     "hosts_table_key",
     "is_hosts_table",
@@ -81,6 +93,9 @@ HOST_RESOURCE = "fleetflow.host."
 HOST_CHUNK = 80
 EVENT_PAGE = 50  # the most /events/filter returns at once
 _HOSTS_TABLE = "hosts"  # first part of the key of a run's per-host table
+_DIFF = "diff"  # first part of the key of a check/diff run's diff
+# The bar's most while a run goes: 100 is for `Progress.finish` of a run that succeeded.
+_RUNNING_MAX = 99.0
 
 
 class HostOutcome(BaseModel):
@@ -186,20 +201,33 @@ def publish_run(
     progress: Progress,
     log: RunLog,
 ) -> PlaybookResult:
-    """Tell a finished run: its per-host table artifact and its events. Returns the result
+    """Tell a finished run: the progress's last word, its per-host table artifact, the
+    diff of a check/diff run (artifact and log lines), and its events. Returns the result
     masked with the run's secrets, which is also what was told.
 
     `playbook` is the resolved playbook file, `inventory` the caller's name or path: the
-    table's key is made of their names.
+    artifacts' keys are made of their names.
     """
     result = mask_result(result, log.secrets)
+    progress.finish(result)
     create_table_artifact(
-        table=result.table(),
+        table=table_rows(result),
         key=hosts_table_key(playbook.stem, Path(inventory).name),
-        description=f"**{result.summary()}**\n\n{result.message}",
+        description=table_description(result),
     )
+    if result.check or any(host.changes for host in result.hosts.values()):
+        _publish_diff(result, diff_key(playbook.stem, Path(inventory).name), log)
     emit_run_events(result, groups, progress.ansible_events, log.lines)
     return result
+
+
+def _publish_diff(result: PlaybookResult, key: str, log: RunLog) -> None:
+    """What would change (what changed, outside check mode): one log line per host and a
+    total, and the diffs as a markdown artifact."""
+    lines = diff_log_lines(result)
+    for line in lines:
+        log.info("%s", line)
+    create_markdown_artifact(markdown=diff_markdown(result), key=key, description=lines[-1])
 
 
 def mask_result(result: PlaybookResult, values: list[str]) -> PlaybookResult:
@@ -242,6 +270,11 @@ def hosts_table_key(playbook: str, inventory: str) -> str:
     return artifact_key(_HOSTS_TABLE, playbook, inventory)
 
 
+def diff_key(playbook: str, inventory: str) -> str:
+    """The key of a check/diff run's diff artifact: `diff-<playbook>-<inventory>`."""
+    return artifact_key(_DIFF, playbook, inventory)
+
+
 def is_hosts_table(key: str | None) -> bool:
     """Whether an artifact key is that of a run's per-host table."""
     return (key or "").startswith(f"{_HOSTS_TABLE}-")
@@ -263,53 +296,93 @@ def table_hosts(data: Any) -> dict[str, str]:
 
 
 class Progress:
-    """The attempts' event collectors, newest last: the progress shown and the events counted."""
+    """The attempts' event collectors, newest last: the progress shown and the events counted.
 
-    def __init__(self) -> None:
+    Its artifact's last word comes from `finish` (publish_run calls it): 100% only for a
+    run that succeeded, since a bar at 100 reads as "done, fine".
+    """
+
+    def __init__(self, artifact_id: UUID | None = None, title: str = "") -> None:
         self._collectors: list[EventCollector] = []
+        self.artifact_id = artifact_id
+        self.title = title
+        self.last: float | None = None  # the last value shown
 
     def follow(self, collector: EventCollector) -> None:
         """Show this attempt's progress from now on (the attempts loop calls it)."""
         self._collectors.append(collector)
 
     def percent(self) -> float | None:
-        """The current attempt's progress, or None before the first starts."""
-        return round(self._collectors[-1].progress() * 100, 1) if self._collectors else None
+        """The current attempt's progress, or None before the first starts; below 100 until
+        `finish` knows the outcome (the collector says 1.0 once the recap is in)."""
+        if not self._collectors:
+            return None
+        return min(round(self._collectors[-1].progress() * 100, 1), _RUNNING_MAX)
+
+    def running(self) -> list[RunningHost]:
+        """The current attempt's hosts still on a task, longest-running first."""
+        return self._collectors[-1].running() if self._collectors else []
+
+    def description(self) -> str:
+        return progress_running_text(self.title, self.running())
 
     @property
     def ansible_events(self) -> int:
         return sum(c.events for c in self._collectors)
+
+    def show(self, percent: float, description: str) -> bool:
+        """Send a value and description to the artifact; whether the server took it."""
+        if self.artifact_id is None:
+            return False
+        try:
+            update_progress_artifact(
+                artifact_id=self.artifact_id, progress=percent, description=description
+            )
+        except Exception as exc:  # progress is best effort: a busy server may 500
+            logger.debug("progress update failed: %s", exc)
+            return False
+        self.last = percent
+        return True
+
+    def finish(self, result: PlaybookResult) -> None:
+        """The run's outcome on the bar: 100 and "done" only for a run that succeeded;
+        otherwise the last value (or less: the share of hosts that ended well) and why."""
+        self.show(final_percent(result, self.last), progress_final_text(result))
 
 
 @contextmanager
 def progress_artifact(
     playbook: Path, inventory: str | Path, interval: float = 1.0
 ) -> Iterator[Progress]:
-    """Publish the current attempt's progress once a second from a thread of its own."""
-    description = f"{playbook.name} on {inventory}"
-    artifact_id = cast(UUID, create_progress_artifact(progress=0.0, description=description))
-    progress = Progress()
+    """Publish the current attempt's progress, and which hosts are on which task for how
+    long, from a thread of its own; `Progress.finish` gives the outcome afterwards."""
+    title = f"{playbook.name} on {Path(inventory).name}"
+    start = progress_running_text(title, [])
+    artifact_id = cast(UUID, create_progress_artifact(progress=0.0, description=start))
+    progress = Progress(artifact_id, title)
     stop = threading.Event()
 
     def publish() -> None:
-        last = -1.0
+        shown: tuple[float, str] | None = None
         while not stop.wait(interval):
-            if (now := progress.percent()) is not None and now != last:
-                try:
-                    update_progress_artifact(artifact_id=artifact_id, progress=now)
-                except Exception as exc:  # progress is best effort: a busy server may 500
-                    logger.debug("progress update failed: %s", exc)
-                    continue
-                last = now
+            if (now := progress.percent()) is None:
+                continue
+            state = (now, progress.description())
+            if state != shown and progress.show(*state):
+                shown = state
 
     thread = threading.Thread(target=publish, name="fleetflow-progress", daemon=True)
     thread.start()
     try:
         yield progress
+    except BaseException as exc:
+        stop.set()
+        thread.join(5)
+        progress.show(progress.last or 0.0, f"✗ stopped: the run ended with {type(exc).__name__}")
+        raise
     finally:
         stop.set()
         thread.join(5)
-        update_progress_artifact(artifact_id=artifact_id, progress=100.0)
 
 
 def emit_run_events(

@@ -21,6 +21,12 @@ from fleetflow.engine._runlog import RunLog
 from fleetflow.engine._runner import run_ansible
 from fleetflow.engine._tuning import tuning
 from fleetflow.engine.blackouts import BlackoutPolicy, gate_run
+from fleetflow.engine.flowrun import (
+    current_flow_run_id,
+    mark_reached,
+    quiet_expected_failures,
+    tag_flow_run,
+)
 from fleetflow.engine.inventory import host_groups, preflight, resolve_inventory
 from fleetflow.engine.publish import progress_artifact, publish_run
 from fleetflow.engine.request import RunRequest
@@ -38,6 +44,8 @@ from fleetflow.results import PlaybookResult, RunStatus
 from fleetflow.settings import FleetflowSettings, get_settings
 
 __all__ = ["resolve_hosts", "run_playbook", "time_limit"]
+
+quiet_expected_failures()
 
 # (deadline on the monotonic clock, the limit in seconds) of the flow run, if it has one.
 _DEADLINE: ContextVar[tuple[float, float] | None] = ContextVar("fleetflow_deadline", default=None)
@@ -216,11 +224,13 @@ def _run(
         host_locks(plan.hosts, lock_timeout, logger) if host_lock else nullcontext(),
         progress_artifact(plan.playbook, request.inventory) as progress,
     ):
+        mark_reached(current_flow_run_id())
         result = execute(request, plan, run_ansible, logger, on_collector=progress.follow)
     result = publish_run(
         result, playbook=plan.playbook, inventory=request.inventory,
         groups=groups.result(), progress=progress, log=logger,
     )  # fmt: skip
+    tag_flow_run(result)
     if raise_on_failure and result.status in _ERRORS:
         raise _ERRORS[result.status](result.message or result.summary(), result)
     return result

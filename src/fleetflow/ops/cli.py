@@ -184,6 +184,19 @@ def _host_history(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run(args: argparse.Namespace) -> int:
+    # Imported here: the other commands' imports must not slow down a trigger.
+    from fleetflow.ops.run import Output, parse_parameters, run_deployment
+
+    return run_deployment(
+        args.deployment,
+        parse_parameters(args.param or [], args.params),
+        follow=args.watch,
+        output=Output(out=lambda line: print(line, flush=True),
+                      err=lambda line: print(line, file=sys.stderr, flush=True)),
+    )  # fmt: skip
+
+
 def _exporter(args: argparse.Namespace) -> int:
     from datetime import UTC, datetime, timedelta
 
@@ -264,6 +277,25 @@ def _add_observability(commands: argparse._SubParsersAction[argparse.ArgumentPar
     exporter.set_defaults(handler=_exporter)
 
 
+def _add_run(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """`run`: trigger a deployment from the shell and, with --watch, see it end."""
+    run = commands.add_parser(
+        "run", help="trigger a deployment over the API (fast); --watch: host lines, table, exit"
+    )
+    run.add_argument("deployment", metavar="FLOW/DEPLOYMENT")
+    run.add_argument(
+        "--param",
+        action="append",
+        metavar="NAME=VALUE",
+        help="a parameter; VALUE is JSON if it parses, else a string (repeatable)",
+    )
+    run.add_argument("--params", metavar="JSON", help="parameters as one JSON object")
+    run.add_argument(
+        "--watch", action="store_true", help="follow the run; exit 0 only if it ends Completed"
+    )
+    run.set_defaults(handler=_run)
+
+
 _BENCHMARKS = {
     "overhead": "fleetflow's run_playbook in a flow vs plain ansible-playbook, same settings",
     "speed": "fleetflow's defaults vs stock ansible-playbook, each default on its own",
@@ -340,6 +372,7 @@ def _parser() -> argparse.ArgumentParser:
     automations.set_defaults(handler=_automations)
 
     _add_observability(commands)
+    _add_run(commands)
 
     bench = commands.add_parser(
         "bench", help="run a benchmark on a lab of its own; writes bench/RESULTS.md",

@@ -52,7 +52,7 @@ def test_a_censored_result_never_shows_its_output() -> None:
     assert message == CENSORED and "s3cret" not in message
 
 
-def test_a_failed_loop_names_its_first_failed_item() -> None:
+def test_a_failed_loop_names_its_failed_items() -> None:
     res = {
         "msg": "One or more items failed",
         "results": [
@@ -63,14 +63,14 @@ def test_a_failed_loop_names_its_first_failed_item() -> None:
     }
     message = failure_message(res)
     assert message == (
-        "One or more items failed; first failed item: non-zero return code; rc=4; "
-        "stderr: no such file"
+        "One or more items failed; 2 of 3 items failed: (item=?) non-zero return code; rc=4; "
+        "stderr: no such file | (item=?) second failure; rc=5"
     )
 
 
 def test_a_censored_loop_item_stays_censored() -> None:
     res = {"msg": "One or more items failed", "results": [{"failed": True, "censored": CENSORED}]}
-    assert failure_message(res).endswith(f"first failed item: {CENSORED}")
+    assert failure_message(res).endswith(f"(item=censored due to no_log) {CENSORED}")
 
 
 def test_a_host_key_refusal_in_huge_stderr_leads_and_stays_bounded() -> None:

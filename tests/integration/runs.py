@@ -1,0 +1,34 @@
+"""Helpers for tests that read a flow run's logs or stop what they started."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from uuid import UUID
+
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+
+def log_lines(flow_run_id: UUID, needle: str, timeout: float = 60) -> list[str]:
+    """The flow run's log lines, polled until one contains `needle` (logs ship in batches,
+    and a record may hold several lines)."""
+    log_filter = LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id]))
+    deadline = time.monotonic() + timeout
+    while True:
+        with get_client(sync_client=True) as client:
+            records = client.read_logs(log_filter=log_filter)
+        lines = [line for log in records for line in log.message.splitlines()]
+        if any(needle in line for line in lines) or time.monotonic() > deadline:
+            return lines
+        time.sleep(0.5)
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    """Terminate a process the test started; kill it if it does not end within 20 s."""
+    process.terminate()
+    try:
+        process.wait(20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
