@@ -8,6 +8,6 @@ Ansible's events into host results and ``publish`` writes what a run tells the o
 (artifacts, their text in ``_artifacts``; events, their payload model); ``flowrun`` what
 it tells its flow run (host tags, a quiet log for expected failures). Prefect is imported
 only by ``run``, ``publish``, ``flowrun``, ``_locks`` and the Secret block lookup in
-``secrets``, so unit tests drive the rest with a fake runner. Nothing in here imports ``fleetflow.flowkit``, ``fleetflow.ops``,
-``fleetflow.stack`` or ``fleetflow.launcher``.
+``secrets``, so unit tests drive the rest with a fake runner. Nothing in here imports
+``fleetflow.flowkit``, ``fleetflow.ops``, ``fleetflow.stack`` or ``fleetflow.launcher``.
 """
