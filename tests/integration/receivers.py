@@ -71,7 +71,8 @@ def alert_receivers() -> Iterator[tuple[Inbox, dict[str, str]]]:
     class Hook(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
             body = json.loads(self.rfile.read(int(self.headers["content-length"])))
-            box.add(self.path.strip("/"), json.dumps(body))
+            # Kept as text a reader would see (a run name may hold "…" and quotes).
+            box.add(self.path.strip("/"), json.dumps(body, ensure_ascii=False))
             self.send_response(200)
             self.end_headers()
 

@@ -103,7 +103,10 @@ def test_2a_script_failing_on_one_host_fails_it_alone_alerts_and_reruns_clean(
     assert "service_check.sh exited 3: unhealthy: bad-disk" in hosts[broken]["failure"]
     assert all(r["status"] != "failed" for h, r in hosts.items() if h != broken)
     received = inbox[0].wait_for(run_name(stack, run_id), ALL, timeout=60)
-    assert all(f"{broken} failed at" in t for _, _, t in inbox[0].about(run_name(stack, run_id)))
+    messages = inbox[0].about(run_name(stack, run_id))
+    assert all(
+        f"{broken} (failed at 'Fail the host when the script failed'" in t for _, _, t in messages
+    ), messages
     rerun = stack.create_run("run_script/lab", script="service_check.sh", inventory=stack.inventory)
     wait_state(stack, rerun, "COMPLETED")
     assert all(r["status"] in ("ok", "changed") for r in host_rows(stack, rerun).values())
