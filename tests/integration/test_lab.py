@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import re
+import shlex
 import socket
 import subprocess
+import urllib.request
 from pathlib import Path
 
 import pytest
 
+from fleetflow.engine._ansible import ansible_environment, ansible_tool
 from fleetflow.exceptions import LabError
 from fleetflow.lab import HostState, Lab
+from fleetflow.lab._host import controller_ca_bundle
 from fleetflow.settings import FleetflowSettings
-from tests.conftest import unique_lab_name
+from tests.conftest import REPO, unique_lab_name
 
 pytestmark = pytest.mark.integration
 
@@ -191,3 +197,61 @@ def test_failed_up_leaves_no_partial_fleet(tmp_path: Path) -> None:
         lab.down()
     assert not lab.state_dir.exists()
     assert _live_processes_under(settings.lab_dir / lab.name) == []
+
+
+def _fleetflow(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "FLEETFLOW_PROJECT_DIR": str(REPO)}
+    return subprocess.run(
+        [str(REPO / ".venv/bin/fleetflow"), *args],
+        capture_output=True, text=True, env=env, cwd=REPO, timeout=600, check=False,
+    )  # fmt: skip
+
+
+def test_a_named_lab_from_the_cli_is_configured_as_lab_and_found_by_its_hosts() -> None:
+    name = unique_lab_name("gv")
+    environment = REPO / "inventory" / name
+    try:
+        up = _fleetflow("lab", "up", "1", "--name", name)
+        assert up.returncode == 0, up.stderr
+        assert "group_vars: shared with" in up.stdout
+        # The lab's own environment gets inventory/lab's settings, not the roles' defaults.
+        shown = subprocess.run(
+            [ansible_tool("ansible-inventory"), "-i", str(environment), "--host", f"{name}-01"],
+            capture_output=True, text=True, env=ansible_environment(REPO), cwd=REPO, check=False,
+        )  # fmt: skip
+        assert json.loads(shown.stdout)["baseline_timezone"] == "Europe/Zurich", shown.stderr
+        ignored = subprocess.run(
+            ["git", "check-ignore", "-q", str(environment / "hosts.yml")], cwd=REPO, check=False
+        )
+        assert ignored.returncode == 0, "a named lab's generated inventory must not be committed"
+        ssh = _fleetflow("lab", "ssh", f"{name}-01", "hostname")  # no --name: found by host
+        assert (ssh.returncode, ssh.stdout.strip()) == (0, f"{name}-01"), ssh.stderr
+        status = _fleetflow("lab", "status", "--name", name)
+        assert status.returncode == 0, status.stderr
+        assert "{" not in status.stdout
+        rows = [line.split() for line in status.stdout.splitlines()]
+        assert ["HOST", "ADDRESS", "PORT", "GROUP", "STATE"] in rows
+        assert any(row[:1] == [f"{name}-01"] and row[-1] == "running" for row in rows)
+    finally:
+        down = _fleetflow("lab", "down", "--name", name)
+    assert down.returncode == 0, down.stderr
+    assert not environment.exists()
+    assert (REPO / "inventory/lab/group_vars").is_dir()
+
+
+def test_lab_hosts_trust_the_controllers_ca_bundle(lab: Lab) -> None:
+    """Package installs over TLS inside a host behave as on the controller, an intercepting
+    proxy's CA included."""
+    bundle = controller_ca_bundle()
+    assert bundle is not None
+    host = lab.hosts()[0].name
+    on_host = lab.ssh(host, "sha256sum /etc/ssl/certs/ca-certificates.crt")
+    assert on_host.stdout.split()[:1] == [hashlib.sha256(bundle.read_bytes()).hexdigest()]
+    url = "https://pypi.org/simple/"
+    try:
+        urllib.request.urlopen(url, timeout=20).close()
+    except OSError as exc:
+        pytest.skip(f"the controller itself cannot reach {url}: {exc}")
+    fetch = f"import urllib.request as u; print(u.urlopen({url!r}, timeout=20).status)"
+    result = lab.ssh(host, f"python3 -c {shlex.quote(fetch)}")
+    assert result.stdout.strip() == "200", result.stderr

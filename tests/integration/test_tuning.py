@@ -10,6 +10,8 @@ import pytest
 
 from fleetflow import HostStatus, RunStatus
 from fleetflow.lab import Lab
+from fleetflow.settings import FleetflowSettings
+from tests.conftest import unique_lab_name
 
 from ..conftest import REPO
 from .test_engine import one_run
@@ -54,3 +56,66 @@ def test_mitogen_runs_the_playbook_and_reports_every_host(
         assert (outcome.status, outcome.ok) == (HostStatus.OK, 2)
         # Mitogen runs modules inside its own remote interpreter, named after it.
         assert "mitogen" in outcome.outputs["runner"], outcome.outputs
+
+
+HOST_KEY_PLAYBOOK = """\
+- name: Write the host key Ansible's facts report
+  hosts: all
+  tasks:
+    - name: Write it
+      ansible.builtin.copy:
+        content: "{{ ansible_facts['ssh_host_key_ed25519_public'] }}\\n"
+        dest: /tmp/ff-fact-key
+        mode: "0644"
+"""
+
+
+def _fact_keys(lab: Lab) -> dict[str, tuple[str, str]]:
+    """Per host: (the key the facts said, the host's real key)."""
+    found = {}
+    for host in lab.hosts():
+        said = lab.ssh(host.name, "cat /tmp/ff-fact-key").stdout.strip()
+        real = lab.ssh(host.name, "cat /etc/ssh/ssh_host_ed25519_key.pub").stdout.split()[1]
+        found[host.name] = (said, real)
+    return found
+
+
+def test_a_host_rebuilt_under_the_same_name_never_gets_the_old_hosts_facts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    name, inventory = unique_lab_name("fc"), tmp_path / "inventory"
+    playbook = tmp_path / "hostkey.yml"
+    playbook.write_text(HOST_KEY_PLAYBOOK)
+    cache = tmp_path / "facts"
+    # The lab is told of another cache: what keeps the old facts out here is the engine's
+    # check of the pinned key, not `lab down` removing them.
+    elsewhere = FleetflowSettings(fact_cache_dir=tmp_path / "lab-facts")
+    monkeypatch.setenv("FLEETFLOW_FACT_CACHE_DIR", str(cache))
+    try:
+        Lab(name, inventory_dir=inventory, settings=elsewhere).up(2)
+        first = one_run(str(playbook), str(inventory), {})
+        assert first.status == RunStatus.SUCCESSFUL
+        old = _fact_keys(Lab(name, settings=elsewhere))
+        assert all(said == real for said, real in old.values()), old
+        # Same host, same key: the cache is used (no Gathering Facts: one `ok` fewer).
+        again = one_run(str(playbook), str(inventory), {})
+        assert {h: (r.ok, r.changed) for h, r in again.hosts.items()} == {
+            h: (first.hosts[h].ok - 1, 0) for h in first.hosts
+        }
+        Lab(name, settings=elsewhere).down()
+        Lab(name, inventory_dir=inventory, settings=elsewhere).up(2)
+        assert len(list(cache.glob(f"*{name}-0*"))) == 2  # the destroyed hosts' facts
+        rebuilt = one_run(str(playbook), str(inventory), {})
+        assert rebuilt.status == RunStatus.SUCCESSFUL
+        new = _fact_keys(Lab(name, settings=elsewhere))
+        for host, (said, real) in new.items():
+            assert real != old[host][1], "the rebuilt host has a new key"
+            assert said == real, f"{host} got the destroyed host's facts"
+        # Gathered anew: as many `ok` as the very first run.
+        assert {h: r.ok for h, r in rebuilt.hosts.items()} == {
+            h: r.ok for h, r in first.hosts.items()
+        }
+    finally:
+        # `lab down` drops the cached facts of the lab's hosts from the cache it uses.
+        Lab(name, settings=FleetflowSettings(fact_cache_dir=cache)).down()
+    assert not list(cache.glob(f"*{name}-0*"))

@@ -82,6 +82,9 @@ class Plan:
     unchanged: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     missing_channels: dict[str, list[str]] = field(default_factory=dict)
+    # Enabled automations with no action once channels are resolved: they fire and tell
+    # no one, which looks like working alerting; the CLI refuses them unless asked.
+    silent: list[str] = field(default_factory=list)
 
     @property
     def changes(self) -> int:
@@ -176,6 +179,8 @@ def plan(client: SyncPrefectClient, specs: list[Spec]) -> Plan:
         desired = _desired(spec, channels, missing, deployment_id)
         if missing:
             result.missing_channels[desired.name] = missing
+        if desired.enabled and not desired.actions:
+            result.silent.append(desired.name)
         current = existing.pop(desired.name, None)
         if current is None:
             result.create.append(desired)

@@ -12,6 +12,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 
 from fleetflow.engine._collector import EventCollector
+from fleetflow.engine._factcache import guard_fact_cache
 from fleetflow.engine._log import Logger
 from fleetflow.engine._runner import RunnerFn, RunnerOutcome
 from fleetflow.engine.inventory import Preflight
@@ -37,6 +38,12 @@ def execute(
     """Run the checked request; retry only failed/unreachable hosts; merge the attempts."""
     cancel = cancel or threading.Event()
     started = datetime.now(UTC)
+    if (cache := request.tuning.fact_cache_dir) is not None:
+        vault = request.secrets.vault_password
+        guard_fact_cache(
+            cache, plan.inventory, plan.hosts, request.project_dir, logger,
+            vault_password=vault.get_secret_value() if vault else None,
+        )  # fmt: skip
     deadline = time.monotonic() + request.timeout if request.timeout else None
     merged: dict[str, HostResult] = {}
     targets, limit = plan.hosts, request.limit

@@ -2,7 +2,8 @@
 
 ansible.cfg already turns on pipelining and one ControlPersist connection per host, and
 the engine sizes forks to the targeted hosts. Here: a per-host fact cache (repeated runs
-skip fact gathering) and, when asked for, Mitogen's strategy with a fallback to linear.
+skip fact gathering; _factcache keeps each host's facts to the machine whose SSH key is
+pinned for it) and, when asked for, Mitogen's strategy with a fallback to linear.
 """
 
 from __future__ import annotations

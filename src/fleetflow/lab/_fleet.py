@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 import re
 import shutil
 import signal
@@ -17,6 +19,7 @@ from typing import Self
 
 import yaml
 
+from fleetflow.engine._factcache import forget_hosts
 from fleetflow.exceptions import ConfigurationError, LabError
 from fleetflow.lab import _host, _net
 from fleetflow.lab._image import ensure_image, file_lock
@@ -30,6 +33,7 @@ GROUPS = ("web", "db", "batch")
 _NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,15}$")
 # Each lab owns 127.0.<subnet>.0/24; 127.0.1.1 is Debian's own-hostname address, so start at 10.
 _FIRST_SUBNET, _LAST_SUBNET = 10, 250
+_GITIGNORE_HEADER = "# Written by 'fleetflow lab up': this environment is machine specific."
 
 
 class HostState(StrEnum):
@@ -61,6 +65,24 @@ class _HostRecord:
     @property
     def process(self) -> _host.HostProcess:
         return _host.HostProcess(self.pid, self.start_time)
+
+
+def lab_of_host(host: str, settings: FleetflowSettings | None = None) -> str:
+    """The name of the running lab that has a host called `host` (from the labs' state)."""
+    settings = settings or get_settings()
+    labs = []
+    for state in sorted(settings.lab_dir.glob("*/lab.json")):
+        try:
+            data = json.loads(state.read_text())
+            names = {h["name"] for h in data["hosts"]}
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        labs.append(state.parent.name)
+        if host in names:
+            return state.parent.name
+    raise ConfigurationError(
+        f"no lab has a host {host!r}; labs: {', '.join(labs) or 'none (fleetflow lab up)'}"
+    )
 
 
 class Lab:
@@ -210,6 +232,7 @@ class Lab:
             raise
         self._write_known_hosts(records)
         self._write_inventory(records)
+        self._share_group_vars()
         return self.hosts()
 
     def _start_if_needed(
@@ -257,6 +280,7 @@ class Lab:
                 time.sleep(0.05)
 
     def _release_host(self, record: _HostRecord) -> None:
+        self._forget_facts([record.name])
         shutil.rmtree(self._host_dir(record.name), ignore_errors=True)
         if shutil.which("iptables"):
             _net.restore(self.name, record.address)
@@ -271,12 +295,28 @@ class Lab:
             _, records = self._load()
             for record in records.values():
                 _host.stop_host(record.process)
+            self._forget_facts(list(records))
         if shutil.which("iptables"):
             _net.remove_chain(self.name)
         shutil.rmtree(self.state_dir, ignore_errors=True)
         if self.state_dir.exists():
             raise LabError(f"could not remove {self.state_dir}")
         self.inventory_path.unlink(missing_ok=True)
+        if self._in_project_inventory():
+            link, ignore = self.inventory_dir / "group_vars", self.inventory_dir / ".gitignore"
+            if link.is_symlink():  # a group_vars directory of its own is the operator's
+                link.unlink()
+            with contextlib.suppress(OSError):
+                if ignore.read_text().startswith(_GITIGNORE_HEADER):
+                    ignore.unlink()
+            with contextlib.suppress(OSError):  # not empty: keeps what an operator put there
+                self.inventory_dir.rmdir()
+
+    def _forget_facts(self, names: list[str]) -> None:
+        """A removed host's cached facts must not reach a new host of the same name; the
+        engine would drop them anyway (a new host has a new key), this keeps none behind."""
+        if self.settings.fact_cache_dir is not None and self.settings.fact_cache_dir.is_dir():
+            forget_hosts(self.settings.fact_cache_dir, names)
 
     def __enter__(self) -> Self:
         return self
@@ -375,6 +415,32 @@ class Lab:
                 line = f"[{addr}]:{self.settings.lab_ssh_port} {rest}"
             lines.append(line)
         self.known_hosts_path.write_text("\n".join(lines) + "\n")
+
+    @property
+    def shared_group_vars(self) -> Path:
+        """Every lab's group_vars: those of the project's `lab` environment."""
+        return self.settings.project_dir / "inventory" / "lab" / "group_vars"
+
+    def _in_project_inventory(self) -> bool:
+        """A named lab's environment, inventory/<name>, all of it written by the lab."""
+        inventory = self.settings.project_dir / "inventory"
+        return (
+            self.inventory_dir.parent.resolve() == inventory.resolve()
+            and self.inventory_dir.resolve() != self.shared_group_vars.parent.resolve()
+        )
+
+    def _share_group_vars(self) -> None:
+        """A lab is a lab whatever its name: a playbook must configure it as it configures
+        `lab`, not silently with the defaults. A symlink, not a copy, so that a change to
+        inventory/lab/group_vars reaches every lab; a group_vars of its own is kept. The
+        environment is generated (machine-specific paths): git is told to ignore it."""
+        if not self._in_project_inventory():
+            return
+        self.inventory_dir.mkdir(parents=True, exist_ok=True)
+        (self.inventory_dir / ".gitignore").write_text(f"{_GITIGNORE_HEADER}\n*\n")
+        link = self.inventory_dir / "group_vars"
+        if self.shared_group_vars.is_dir() and not (link.exists() or link.is_symlink()):
+            link.symlink_to(os.path.relpath(self.shared_group_vars, self.inventory_dir))
 
     def _write_inventory(self, records: dict[str, _HostRecord]) -> None:
         children: dict[str, dict[str, dict[str, dict[str, object]]]] = {

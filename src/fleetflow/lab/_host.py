@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import time
 from dataclasses import dataclass
@@ -117,8 +119,49 @@ def prepare_host(host_dir: Path, spec: HostSpec, authorized_key: str) -> str:
     authorized = ssh_dir / "authorized_keys"
     authorized.write_text(authorized_key + "\n")
     authorized.chmod(0o600)
+    trust_controller_cas(upper)
     key_type, key_data = host_key_line.split()[:2]
     return f"{spec.address} {key_type} {key_data}"
+
+
+_SYSTEM_BUNDLE = "etc/ssl/certs/ca-certificates.crt"
+
+
+def controller_ca_bundle() -> Path | None:
+    """The CA bundle this machine's TLS clients trust (SSL_CERT_FILE, else OpenSSL's)."""
+    paths = ssl.get_default_verify_paths()
+    for candidate in (os.environ.get("SSL_CERT_FILE"), paths.cafile, paths.openssl_cafile):
+        if candidate and Path(candidate).is_file():
+            return Path(candidate).resolve()
+    return None
+
+
+def trust_controller_cas(upper: Path) -> None:
+    """Make the controller's CA bundle the host's system bundle.
+
+    A lab host must reach TLS services as the controller does, a TLS-intercepting proxy
+    included (pip inside a host failed with CERTIFICATE_VERIFY_FAILED). The image has no
+    ca-certificates package: the bundle goes where Debian's would be, OpenSSL's default
+    paths point at it (as Debian's openssl package links them), and a copy under
+    /usr/local/share/ca-certificates survives update-ca-certificates should a playbook
+    install the package. pip brings its own CAs: /etc/pip.conf points it at the bundle.
+    """
+    bundle = controller_ca_bundle()
+    if bundle is None:
+        return
+    system = upper / _SYSTEM_BUNDLE
+    system.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(bundle, system)
+    system.chmod(0o644)
+    local = upper / "usr/local/share/ca-certificates"
+    local.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(bundle, local / "fleetflow-controller.crt")
+    openssl = upper / "usr/lib/ssl"
+    openssl.mkdir(parents=True, exist_ok=True)
+    for name, target in (("cert.pem", f"/{_SYSTEM_BUNDLE}"), ("certs", "/etc/ssl/certs")):
+        if not (openssl / name).is_symlink():
+            (openssl / name).symlink_to(target)
+    (upper / "etc/pip.conf").write_text(f"[global]\ncert = /{_SYSTEM_BUNDLE}\n")
 
 
 def start_host(host_dir: Path, lower: Path, spec: HostSpec) -> HostProcess:

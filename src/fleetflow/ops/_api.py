@@ -2,25 +2,29 @@
 
 ``import prefect`` costs a second or more (2.3 s measured on a loaded machine); a command
 that only creates a flow run and reads its logs needs a handful of HTTP calls. The API is
-found as the prefect CLI finds it, from the environment only: PREFECT_API_URL,
+found as the prefect CLI finds it, from the environment: PREFECT_API_URL,
 PREFECT_API_AUTH_STRING ("user:pass", HTTP basic), PREFECT_API_SSL_CERT_FILE and
 PREFECT_API_TLS_INSECURE_SKIP_VERIFY (off unless set: verification is never skipped
-silently).
+silently); without PREFECT_API_URL, from the state of the stack running on this machine
+(`ApiConfig.discover`), never Prefect's ephemeral server.
 """
 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import os
 import ssl
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
 
 from fleetflow.exceptions import ConfigurationError, FleetflowError
+from fleetflow.ops._stackfile import StackState
 
 __all__ = ["ApiConfig", "ApiUnavailable", "api_client", "call", "detail"]
 
@@ -62,6 +66,33 @@ class ApiConfig:
             cert_file=env.get("PREFECT_API_SSL_CERT_FILE") or None,
             skip_verify=env.get("PREFECT_API_TLS_INSECURE_SKIP_VERIFY", "").lower() in _TRUE,
         )
+
+    @classmethod
+    def discover(cls, stack_dir: Path, env: Mapping[str, str] | None = None) -> ApiConfig:
+        """PREFECT_API_URL if set, else the stack whose state is in `stack_dir`.
+
+        Credentials: PREFECT_API_AUTH_STRING, else FLEETFLOW_API_AUTH, else the stack's own
+        file when the URL is the stack's. Without either URL this is a ConfigurationError:
+        falling back to Prefect's ephemeral server would show another database's runs.
+        """
+        env = os.environ if env is None else env
+        state = StackState.read(stack_dir)
+        if not env.get("PREFECT_API_URL", "").strip():
+            if state is None:
+                raise ConfigurationError(
+                    "PREFECT_API_URL is not set: export PREFECT_API_URL=http://HOST:PORT/api "
+                    "(and PREFECT_API_AUTH_STRING=user:password), or start a stack here with "
+                    f"`fleetflow stack up` (none is running in {stack_dir}; FLEETFLOW_STACK_DIR "
+                    "says where to look)"
+                )
+            env = {**env, "PREFECT_API_URL": state.api_url}
+        config = cls.from_env(env)
+        if config.auth:
+            return config
+        auth = env.get("FLEETFLOW_API_AUTH") or None
+        if auth is None and state is not None and state.api_url == config.url:
+            auth = state.auth()
+        return dataclasses.replace(config, auth=auth)
 
     def run_url(self, flow_run_id: str) -> str:
         """The flow run's page in the UI (PREFECT_UI_URL, else the API URL without /api)."""

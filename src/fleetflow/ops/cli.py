@@ -13,23 +13,29 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from fleetflow.exceptions import FleetflowError
+from fleetflow.ops._errors import api_error_line
+from fleetflow.ops._target import api_config, prefect_api
 from fleetflow.settings import get_settings
 
 _FAULTS = ("cut", "restore", "freeze", "thaw", "kill")
 
 
 def _lab(args: argparse.Namespace) -> int:
-    from fleetflow.lab import Lab, image_info, image_path
+    from fleetflow.lab import Lab, image_info, image_path, lab_of_host
 
     settings = get_settings()
-    inventory_dir = args.inventory or (settings.project_dir / "inventory" / args.name)
-    lab = Lab(args.name, inventory_dir=inventory_dir if args.action == "up" else None)
+    host = getattr(args, "host", None)
+    # A host names its lab: `lab ssh ux-03` needs no --name.
+    name = args.name or (lab_of_host(host, settings) if host else "lab")
+    inventory_dir = args.inventory or (settings.project_dir / "inventory" / name)
+    lab = Lab(name, inventory_dir=inventory_dir if args.action == "up" else None)
     if args.action == "up":
         started = time.monotonic()
         hosts = lab.up(args.count)
         print(f"lab {lab.name}: {len(hosts)} hosts up in {time.monotonic() - started:.1f} s")
         _print_hosts(lab)
         print(f"inventory: {lab.inventory_path}")
+        _print_group_vars(lab)
     elif args.action == "status":
         if args.json:
             print(json.dumps({h: s.value for h, s in lab.status().items()}))
@@ -37,8 +43,12 @@ def _lab(args: argparse.Namespace) -> int:
             print(f"lab {lab.name} is down")
         else:
             _print_hosts(lab)
-            info = image_info(image_path(settings.image_dir, settings.lab_debian_suite))
-            print(f"inventory: {lab.inventory_path}\nimage: {info}")
+            root = image_path(settings.image_dir, settings.lab_debian_suite)
+            info = image_info(root) or {}
+            size = info.get("size_bytes")
+            built = f"{size >> 20} MiB" if isinstance(size, int) else "not built"
+            print(f"inventory: {lab.inventory_path}\nimage:     {root} ({built})")
+            _print_group_vars(lab)
     elif args.action == "down":
         lab.down()
         print(f"lab {lab.name} is down; its hosts, rules and files are removed")
@@ -51,18 +61,26 @@ def _lab(args: argparse.Namespace) -> int:
 
 
 def _stack(args: argparse.Namespace) -> int:
+    from fleetflow.ops._stackfile import StackState
     from fleetflow.stack import Stack, StackConfig, parse_worker_option
 
     settings = get_settings()
+    # Flags, then FLEETFLOW_* variables, then what the running stack remembers.
+    given = settings.model_fields_set
+    state = StackState.read(settings.stack_dir)
+    host = settings.api_host if state is None or "api_host" in given else state.host
+    port = args.port or (settings.api_port if state is None or "api_port" in given else state.port)
+    remembered = state is not None and (host, port) == (state.host, state.port)
     secret = settings.database_url
     stack = Stack(
         settings.stack_dir,
         settings.project_dir,
-        host=settings.api_host,
-        port=args.port or settings.api_port,
+        host=host,
+        port=port,
         database=secret.get_secret_value() if secret else None,
-        server_url=args.server_url or settings.server_url,
+        server_url=args.server_url or settings.server_url or (state.server_url if state else None),
         auth=settings.api_auth.get_secret_value() if settings.api_auth else None,
+        database_label=state.database if state and remembered else None,
     )
     config_file = args.config or settings.project_dir / "deployments" / "stack.yaml"
     config = StackConfig.load(config_file) if config_file.exists() else StackConfig()
@@ -87,6 +105,11 @@ def _stack(args: argparse.Namespace) -> int:
 
 
 def _automations(args: argparse.Namespace) -> int:
+    with prefect_api(get_settings().stack_dir):
+        return _apply_automations(args)
+
+
+def _apply_automations(args: argparse.Namespace) -> int:
     from prefect.client.orchestration import get_client
 
     from fleetflow.alerts import (
@@ -107,11 +130,21 @@ def _automations(args: argparse.Namespace) -> int:
         todo = plan(client, specs)
         for line in todo.lines():
             print(line)
+        if todo.silent and not args.no_channel:
+            print(
+                f"fleetflow: warning: {len(todo.silent)} automations would alert no one (no alert "
+                "channel configured): set FLEETFLOW_ALERT_* or make the blocks, or pass "
+                "--no-channel to create them anyway; nothing applied",
+                file=sys.stderr,
+            )
+            return 1
         if args.dry_run:
             print(f"dry run: {todo.changes} changes not applied")
         else:
             apply_plan(client, todo)
             print(f"{todo.changes} changes applied; channels from environment: {sorted(blocks)}")
+        if todo.silent:
+            print(f"{len(todo.silent)} automations alert nowhere (--no-channel)")
     return 0
 
 
@@ -146,7 +179,7 @@ def _history(args: argparse.Namespace) -> int:
 
     if args.host_name:
         return _host_history(args)
-    with get_client(sync_client=True) as client:
+    with prefect_api(get_settings().stack_dir), get_client(sync_client=True) as client:
         records = read_history(client, limit=args.limit, deployment=args.deployment, host=args.host)
     if args.json:
         print(json.dumps([r.to_json() for r in records], indent=1))
@@ -164,7 +197,7 @@ def _host_history(args: argparse.Namespace) -> int:
 
     from fleetflow.ops.history import read_host_history
 
-    with get_client(sync_client=True) as client:
+    with prefect_api(get_settings().stack_dir), get_client(sync_client=True) as client:
         records = read_host_history(client, args.host_name, limit=args.limit)
     if args.json:
         print(json.dumps([r.to_json() for r in records], indent=1))
@@ -188,24 +221,27 @@ def _run(args: argparse.Namespace) -> int:
     # Imported here: the other commands' imports must not slow down a trigger.
     from fleetflow.ops.run import Output, parse_parameters, run_deployment
 
+    parameters = parse_parameters(args.param or [], args.params)
     return run_deployment(
         args.deployment,
-        parse_parameters(args.param or [], args.params),
+        parameters,
         follow=args.watch,
         output=Output(out=lambda line: print(line, flush=True),
                       err=lambda line: print(line, file=sys.stderr, flush=True)),
+        config=api_config(get_settings().stack_dir),
     )  # fmt: skip
 
 
 def _exporter(args: argparse.Namespace) -> int:
     from datetime import UTC, datetime, timedelta
 
-    from fleetflow.metrics import serve
+    with prefect_api(get_settings().stack_dir):
+        from fleetflow.metrics import serve
 
-    since = datetime.now(UTC) - timedelta(minutes=args.backfill)
-    print(f"serving http://{args.address}:{args.port}/metrics (Prefect API read every "
-          f"{args.interval:g} s)", flush=True)  # fmt: skip
-    serve(args.address, args.port, args.interval, since=since)
+        since = datetime.now(UTC) - timedelta(minutes=args.backfill)
+        print(f"serving http://{args.address}:{args.port}/metrics (Prefect API read every "
+              f"{args.interval:g} s)", flush=True)  # fmt: skip
+        serve(args.address, args.port, args.interval, since=since)
     return 0
 
 
@@ -247,8 +283,23 @@ def _print_hosts(lab: object) -> None:
 
     assert isinstance(lab, Lab)
     states = lab.status()
+    print(f"  {'HOST':<14} {'ADDRESS':<15} {'PORT':<5} {'GROUP':<6} STATE")
     for host in lab.hosts():
-        print(f"  {host.name:<14} {host.address:<15} {host.group:<6} {states[host.name].value}")
+        print(
+            f"  {host.name:<14} {host.address:<15} {host.port:<5} {host.group:<6} "
+            f"{states[host.name].value}"
+        )
+
+
+def _print_group_vars(lab: object) -> None:
+    from fleetflow.lab import Lab
+
+    assert isinstance(lab, Lab)
+    group_vars = lab.inventory_dir / "group_vars"
+    if group_vars.is_symlink():
+        print(f"group_vars: shared with {lab.shared_group_vars} (edit them there)")
+    elif not group_vars.exists():
+        print(f"group_vars: none: playbooks run with their defaults on lab {lab.name}")
 
 
 def _add_observability(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -336,7 +387,7 @@ def _parser() -> argparse.ArgumentParser:
         sub = lab_actions.add_parser(fault, help=f"fault injection: {fault} a host")
         sub.add_argument("host")
     for sub in lab_actions.choices.values():
-        sub.add_argument("--name", default="lab", help="lab name (default: lab)")
+        sub.add_argument("--name", help="lab name (default: lab; for a host: the lab with it)")
     lab.set_defaults(handler=_lab, inventory=None, count=None)
 
     stack = commands.add_parser("stack", help="Prefect server, work pool and workers")
@@ -369,6 +420,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     apply.add_argument("--dry-run", action="store_true", help="show the changes, apply nothing")
     apply.add_argument("--dir", type=Path, help="default: deployments/automations")
+    apply.add_argument(
+        "--no-channel", action="store_true",
+        help="create automations even when no alert channel is configured (they alert no one)",
+    )  # fmt: skip
     automations.set_defaults(handler=_automations)
 
     _add_observability(commands)
@@ -396,7 +451,22 @@ def _parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check", help="validate the repository without touching hosts")
     check.add_argument("--no-lint", action="store_true", help="skip yamllint and ansible-lint")
     check.set_defaults(handler=_check)
+    _verbose_everywhere(parser)
     return parser
+
+
+def _verbose_everywhere(parser: argparse.ArgumentParser) -> None:
+    """-v after the subcommand too (`fleetflow lab up -v`). SUPPRESS: a subcommand that
+    was not given -v leaves the top-level one as it was."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                if "-v" not in sub._option_string_actions:
+                    sub.add_argument(
+                        "-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                        help="log progress",
+                    )  # fmt: skip
+                _verbose_everywhere(sub)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -419,6 +489,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         # The reader (e.g. `| head`) went away; that is not our failure.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except Exception as exc:
+        # A refusal or a server that is not there is the operator's to fix, not a bug:
+        # one line saying what to do instead of Prefect's and httpx's tracebacks.
+        line = api_error_line(exc)
+        if line is None:
+            raise
+        print(f"fleetflow: error: {line}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

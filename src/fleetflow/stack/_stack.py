@@ -22,6 +22,7 @@ from fleetflow.engine.secrets import write_private
 from fleetflow.engine.sweep import sweep_stale_run_dirs
 from fleetflow.exceptions import StackError
 from fleetflow.launcher.client import SOCKET_VARIABLE
+from fleetflow.ops._stackfile import AUTH_FILE, STATE_FILE
 from fleetflow.settings import get_settings
 from fleetflow.stack._config import StackConfig, WorkerSpec
 from fleetflow.stack._database import database_url, ensure_database, masked
@@ -74,6 +75,7 @@ class Stack:
         database: str | None = None,
         server_url: str | None = None,
         auth: str | None = None,
+        database_label: str | None = None,
     ) -> None:
         self.directory = directory.resolve()
         # A server elsewhere: this machine only runs workers (and launchers) for it.
@@ -81,8 +83,11 @@ class Stack:
         self.project_dir = project_dir.resolve()
         self.host, self.port = host, port
         self.database = database_url(database) if database else None
-        self._state_file = self.directory / "stack.json"
-        self.auth_file = self.directory / "api-auth"
+        # What a running stack's state says its server runs on, when no URL is given: a
+        # status from a new shell must not report SQLite for a server on PostgreSQL.
+        self._remembered_database = database_label if database is None else None
+        self._state_file = self.directory / STATE_FILE
+        self.auth_file = self.directory / AUTH_FILE
         self._auth = auth  # read or generated once, then kept: auth() is called in loops
         self._auth_given = auth is not None
 
@@ -96,6 +101,8 @@ class Stack:
     def database_label(self) -> str:
         if self.server_url:
             return "(remote server)"
+        if self.database is None and self._remembered_database:
+            return self._remembered_database
         if self.database is None:
             return f"sqlite:{self.directory / 'home' / 'prefect.db'}"
         return masked(self.database)
@@ -120,6 +127,16 @@ class Stack:
         self._auth = credentials
         return credentials
 
+    def _keep_given_auth(self) -> None:
+        """Keep credentials given in the environment in the stack's private file, so that
+        commands in another shell (status, history, run) find them without the variable."""
+        if not self._auth_given:
+            return
+        if self.auth_file.exists() and self.auth_file.read_text().strip() == self.auth():
+            return
+        self.auth_file.unlink(missing_ok=True)
+        write_private(self.auth_file, self.auth() + "\n")
+
     # -- state -------------------------------------------------------------------------
 
     def _load(self) -> list[ServiceProcess]:
@@ -134,6 +151,9 @@ class Stack:
     def _save(self, processes: list[ServiceProcess]) -> None:
         state = {
             "api_url": self.api_url,
+            "host": self.host,
+            "port": self.port,
+            "server_url": self.server_url,
             "database": self.database_label,
             "processes": [p.to_json() for p in processes],
         }
@@ -193,6 +213,9 @@ class Stack:
             "PREFECT_SERVER_CONCURRENCY_MAXIMUM_CONCURRENCY_SLOT_WAIT_SECONDS": "5",
             "PREFECT_SERVER_API_AUTH_STRING": self.auth(),
             "PREFECT_API_AUTH_STRING": self.auth(),
+            # What /ui-settings tells the browser: Prefect derives it from its own port
+            # setting, not from `server start --port`, so a stack off 4200 had no UI.
+            "PREFECT_UI_API_URL": self.api_url,
         }
         if self.database is not None:
             # Through the environment only: a password in argv would show in `ps`.
@@ -206,12 +229,14 @@ class Stack:
     def up(self, config: StackConfig) -> StackStatus:
         """Start what is not running yet; on failure stop what this call started."""
         self.directory.mkdir(parents=True, exist_ok=True)
+        self._keep_given_auth()
         running = [p for p in self._load() if p.alive()]
         started: list[ServiceProcess] = []
         try:
             if self.server_url and not self.healthy():
                 raise StackError(f"no Prefect server answers at {self.api_url}")
             if not self.server_url and not any(p.role == "server" for p in running):
+                self._remembered_database = None  # a new server: on the database given now
                 started.append(self._start_server(config))
             self._save(running + started)
             if not self.server_url:  # the server's own stack owns the pool's settings
