@@ -10,12 +10,17 @@ case "$date_" in
 esac
 work=/srv/eod/$date_
 mkdir -p "$work"
+archive_dir=/srv/eod/archive
+archive=$archive_dir/logs-$date_.tar.gz
+# The day's logs are archived once: run again, the archive and its checksum stand.
+if [ -s "$archive" ] && (cd "$archive_dir" && sha256sum -c --status "logs-$date_.tar.gz.sha256") 2>/dev/null; then
+    echo "archive_sha256=$(cut -d' ' -f1 "$archive.sha256")"
+    exit 0
+fi
 echo "started=$(date -u +%s.%N)" >"$work/archive.marks"
 # See eod_report.sh: the marks of both branches must show that they overlapped.
 sleep 3
-archive_dir=/srv/eod/archive
 mkdir -p "$archive_dir"
-archive=$archive_dir/logs-$date_.tar.gz
 tar -czf "$archive.tmp" -C /var/log fleetflow
 mv "$archive.tmp" "$archive"
 sha=$(sha256sum "$archive" | cut -d' ' -f1)

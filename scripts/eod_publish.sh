@@ -16,12 +16,18 @@ for sha in "$2" "$3"; do
 done
 work=/srv/eod/$date_
 [ -r "$work/reconciliation.txt" ] || { echo "not reconciled: $work/reconciliation.txt" >&2; exit 66; }
-echo "started=$(date -u +%s.%N)" >"$work/publish.marks"
 {
     cat "$work/reconciliation.txt"
     echo "report_sha256=$2"
     echo "archive_sha256=$3"
 } >"$work/summary.txt.tmp"
+# Published already with the same figures: nothing to change.
+if [ -e "$work/done" ] && cmp -s "$work/summary.txt.tmp" "$work/summary.txt" 2>/dev/null; then
+    rm -f "$work/summary.txt.tmp"
+    cat "$work/summary.txt"
+    exit 0
+fi
+echo "started=$(date -u +%s.%N)" >"$work/publish.marks"
 mv "$work/summary.txt.tmp" "$work/summary.txt"
 date -u +%FT%TZ >"$work/done"
 echo "finished=$(date -u +%s.%N)" >>"$work/publish.marks"

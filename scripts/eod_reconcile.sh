@@ -14,7 +14,6 @@ settlement=/srv/eod/inbox/settlement-$date_.csv
 work=/srv/eod/$date_
 [ -r "$settlement" ] || { echo "no settlement file $settlement" >&2; exit 66; }
 mkdir -p "$work"
-echo "started=$(date -u +%s.%N)" >"$work/reconcile.marks"
 totals=$(awk -F, '
     NR == 1 { next }
     NF != 3 || $3 !~ /^-?[0-9]+$/ { printf "line %d is not id,account,amount_cents\n", NR > "/dev/stderr"; bad = 1; exit }
@@ -26,6 +25,13 @@ sha=$(sha256sum "$settlement" | cut -d' ' -f1)
     echo "settlement_sha256=$sha"
     echo "$totals"
 } >"$work/reconciliation.txt.tmp"
+# Run again for a date already reconciled from the same file: nothing to change.
+if cmp -s "$work/reconciliation.txt.tmp" "$work/reconciliation.txt" 2>/dev/null; then
+    rm -f "$work/reconciliation.txt.tmp"
+    cat "$work/reconciliation.txt"
+    exit 0
+fi
+echo "started=$(date -u +%s.%N)" >"$work/reconcile.marks"
 mv "$work/reconciliation.txt.tmp" "$work/reconciliation.txt"
 echo "finished=$(date -u +%s.%N)" >>"$work/reconcile.marks"
 cat "$work/reconciliation.txt"

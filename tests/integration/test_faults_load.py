@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -103,6 +104,12 @@ def _every_flow(stack: RunningStack, lab: Lab, tag: str) -> dict[str, dict[str, 
     share a host, and all can run at once."""
     web, db, batch = (h.name for h in lab.hosts())
     marker = {"path": "/var/tmp/ff-idempotent", "content": tag}
+    # end_of_day closes a business date once: its settlement file, planted on the db host.
+    day = (date(2030, 1, 1) + timedelta(days=int(tag) % 20000)).isoformat()
+    settlement = "id,account,amount_cents\np-1,GB01,1250\n"
+    inbox = "/srv/eod/inbox"
+    plant = f"mkdir -p {inbox} && printf '{settlement}' > {inbox}/settlement-{day}.csv"
+    assert lab.ssh(db, plant).returncode == 0
     write = {"playbook": "write_file", "name": "Write the marker",
              "limit": db, "extra_vars": marker}  # fmt: skip
     inventory = stack.inventory
@@ -124,6 +131,7 @@ def _every_flow(stack: RunningStack, lab: Lab, tag: str) -> dict[str, dict[str, 
             "extra_vars": marker,
             "conditions": [{"kind": "file", "path": "/etc/hostname", "timeout": 60}],
         },
+        "end_of_day/lab": {"inventory": inventory, "business_date": day},
     }
 
 
