@@ -28,6 +28,7 @@ __all__ = [
     "fenced",
     "final_percent",
     "markdown_text",
+    "one_line",
     "outcome_line",
     "progress_final_text",
     "progress_running_text",
@@ -117,7 +118,9 @@ def _reason(host: HostResult) -> str:
     return f"{host.failure.task}: {host.failure.message}" if host.failure else ""
 
 
-def _short(text: str, limit: int) -> str:
+def one_line(text: str, limit: int) -> str:
+    """`text` on one line (runs of whitespace as one space), cut to `limit` with an ellipsis:
+    for a table cell, a state message or a run's name."""
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
@@ -139,7 +142,7 @@ def table_rows(result: PlaybookResult) -> list[dict[str, Any]]:
                 "mark": MARKS.get(host.status, ""),
                 "host": row.pop("host"),
                 "status": row.pop("status"),
-                "reason": _short(failure, REASON_CELL),
+                "reason": one_line(failure, REASON_CELL),
                 **row,
                 "failure": failure,
             }
@@ -158,13 +161,13 @@ def table_description(result: PlaybookResult) -> str:
     if failing:
         lines += ["", "**Why:**", ""]
     for host in failing[:LISTED_HOSTS]:
-        reason = _short(_reason(host) or host.status.value, REASON_TEXT)
+        reason = one_line(_reason(host) or host.status.value, REASON_TEXT)
         lines.append(f"- {_marked(host.status)} **{markdown_text(host.host)}**: "
                      f"{markdown_text(reason)}")  # fmt: skip
     if len(failing) > LISTED_HOSTS:
         lines.append(f"- and {len(failing) - LISTED_HOSTS} more (see the table)")
     if result.message and not failing:
-        lines += ["", markdown_text(_short(result.message, REASON_TEXT))]
+        lines += ["", markdown_text(one_line(result.message, REASON_TEXT))]
     return "\n".join(lines)
 
 

@@ -33,6 +33,7 @@ from prefect.context import FlowRunContext
 from prefect.states import Failed
 
 from fleetflow.engine.flowrun import current_flow_run_id, reached_hosts
+from fleetflow.engine.publish import one_line
 from fleetflow.exceptions import ConfigurationError, FleetflowError, PlaybookRunError
 from fleetflow.results import PlaybookResult, RunStatus
 
@@ -73,14 +74,14 @@ def _state_for(exc: FleetflowError, *, refused: bool) -> State[Any]:
         message = f"refused: {exc}"
         logger.error("%s; nothing was run", message)
         _append_to_name(message)
-        return Failed(name=REFUSED, message=_clip(message, _MESSAGE_LIMIT), data=exc)
+        return Failed(name=REFUSED, message=one_line(message, _MESSAGE_LIMIT), data=exc)
     message = str(exc)
     if isinstance(exc, PlaybookRunError) and message in (exc.result.message, exc.result.summary()):
         message = failure_message(exc.result)  # the engine's own words: say it shorter
     logger.error("%s", message)
     _append_to_name(message)
     # `exc` as the data: a caller of the flow function gets it raised, as before.
-    return Failed(message=_clip(message, _MESSAGE_LIMIT), data=exc)
+    return Failed(message=one_line(message, _MESSAGE_LIMIT), data=exc)
 
 
 def _append_to_name(outcome: str) -> None:
@@ -91,7 +92,7 @@ def _append_to_name(outcome: str) -> None:
     run = context.flow_run
     try:
         with get_client(sync_client=True) as client:
-            client.update_flow_run(run.id, name=_clip(f"{run.name}: {outcome}", _NAME_LIMIT))
+            client.update_flow_run(run.id, name=one_line(f"{run.name}: {outcome}", _NAME_LIMIT))
     except Exception as exc:  # a busy server must not turn an outcome into a crash
         get_run_logger().warning("could not put the outcome in the run's name: %s", exc)
 
@@ -105,7 +106,7 @@ def failure_message(result: PlaybookResult) -> str:
     for host in failed[:MAX_HOSTS_NAMED]:
         r = result.hosts[host]
         where = (
-            f" at '{r.failure.task}': {_clip(r.failure.message, _REASON_LIMIT)}"
+            f" at '{r.failure.task}': {one_line(r.failure.message, _REASON_LIMIT)}"
             if r.failure
             else ""
         )
@@ -118,8 +119,3 @@ def failure_message(result: PlaybookResult) -> str:
         + "; ".join(named)
         + tail
     )
-
-
-def _clip(text: str, limit: int) -> str:
-    text = " ".join(text.split())  # one line: a state message is read in a header
-    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
