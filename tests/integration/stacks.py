@@ -84,12 +84,13 @@ class RunningStack:
         tighten = self.cli(str(BIN / "fleetflow"), "deploy", "--tighten-only")
         assert tighten.returncode == 0, tighten.stdout + tighten.stderr
 
-    def up(self) -> None:
+    def up(self) -> subprocess.CompletedProcess[str]:
         """`fleetflow stack up` again: starts what is not running (a killed worker, server)."""
         up = self.cli(
             str(BIN / "fleetflow"), "stack", "up", "--config", str(self.directory / "stack.yaml")
         )
         assert up.returncode == 0, up.stdout + up.stderr
+        return up
 
     def api(self, method: str, path: str, body: Any = None) -> Any:
         user, password = self.env["FLEETFLOW_API_AUTH"].split(":", 1)

@@ -70,6 +70,14 @@ def test_without_a_database_url_a_server_only_stack_uses_sqlite(tmp_path: Path) 
         assert (tmp_path / "home" / "prefect.db").stat().st_size > 0
         # No FLEETFLOW_API_AUTH: credentials were generated, readable by root only.
         assert (tmp_path / "api-auth").stat().st_mode & 0o777 == 0o600
+        # Phases are shown (stderr) without -v; a new database is migrated.
+        assert "migrating the schema" in up.stderr and "server: healthy after" in up.stderr
+        assert alone.cli(*fleetflow, "down").returncode == 0
+        again = alone.cli(*fleetflow, "up", "--config", str(config), "--json")
+        assert again.returncode == 0, again.stdout + again.stderr
+        # The same database again: no migration, and the server works on it.
+        assert "schema current" in again.stderr and "migrat" not in again.stderr, again.stderr
+        assert json.loads(again.stdout)["server_healthy"] is True
     finally:
         assert alone.cli(*fleetflow, "down").returncode == 0
     assert processes_marked(str(tmp_path)) == []

@@ -19,6 +19,7 @@ from typing import Self
 
 import yaml
 
+from fleetflow._progress import step
 from fleetflow.engine._factcache import forget_hosts
 from fleetflow.exceptions import ConfigurationError, LabError
 from fleetflow.lab import _host, _net
@@ -225,6 +226,7 @@ class Lab:
                 if new is not None:
                     started.append(new)
                     self._save(subnet, records)
+                step(f"lab {self.name}: hosts started", index, wanted)
             self._wait_ready(started)
         except BaseException:
             for record in started:
@@ -274,6 +276,8 @@ class Lab:
                 )
             if _host.port_open(record.address, self.settings.lab_ssh_port):
                 pending.pop(0)
+                answering = len(records) - len(pending)
+                step(f"lab {self.name}: hosts answering SSH", answering, len(records))
             elif time.monotonic() > deadline:
                 raise LabError(f"lab host {record.name} did not open its SSH port in {timeout} s")
             else:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import fcntl
 import json
-import logging
 import shutil
 import subprocess
 import tempfile
@@ -17,10 +16,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from fleetflow._progress import phase, step
 from fleetflow.exceptions import LabError
 from fleetflow.lab._prereq import require_tool
-
-logger = logging.getLogger(__name__)
 
 # Bump when the recipe below changes so old caches are not reused.
 IMAGE_RECIPE_VERSION = 2
@@ -73,20 +71,15 @@ def _build(root: Path, suite: str) -> None:
     debootstrap = require_tool("debootstrap", "debootstrap")
     building = Path(tempfile.mkdtemp(prefix=".build-", dir=root.parent))
     log_path = root.parent / f"{root.name}.build.log"
-    logger.info("building lab image %s with debootstrap (about a minute)", root)
+    phase("image: building %s with debootstrap (one to two minutes; log %s)", root, log_path)
     started = time.monotonic()
     try:
-        with log_path.open("w") as log:
-            proc = subprocess.run(
-                [debootstrap, "--variant=minbase", f"--include={_PACKAGES}", suite, str(building)],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                check=False,
-            )
-        if proc.returncode != 0:
+        argv = [debootstrap, "--variant=minbase", f"--include={_PACKAGES}", suite, str(building)]
+        returncode = _debootstrap(argv, log_path)
+        if returncode != 0:
             tail = log_path.read_text().splitlines()[-15:]
             raise LabError(
-                f"debootstrap failed (exit {proc.returncode}); last lines of {log_path}:\n"
+                f"debootstrap failed (exit {returncode}); last lines of {log_path}:\n"
                 + "\n".join(tail)
             )
         _customize(building)
@@ -96,10 +89,49 @@ def _build(root: Path, suite: str) -> None:
             json.dumps({"suite": suite, "build_seconds": seconds, "size_bytes": size})
         )
         building.rename(root)
-        logger.info("lab image ready in %.1f s, %d MB", seconds, size // 2**20)
+        phase("image: ready in %.1f s, %d MB", seconds, size // 2**20)
     finally:
         if building.exists():
             shutil.rmtree(building, ignore_errors=True)
+
+
+def _debootstrap(argv: list[str], log_path: Path) -> int:
+    """Run debootstrap, its output into `log_path`, its progress shown as it goes."""
+    tracker = _BuildProgress()
+    with log_path.open("w") as log:
+        proc = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            text=True, errors="replace",
+        )  # fmt: skip
+        assert proc.stdout is not None  # stdout=PIPE
+        for line in proc.stdout:
+            log.write(line)
+            tracker.feed(line)
+        return proc.wait()
+
+
+class _BuildProgress:
+    """debootstrap's "I: Retrieving pkg" ... "I: Configuring pkg" lines as two counts: the
+    downloads (their total is not known until they end), then unpacking and configuring
+    (twice the packages downloaded)."""
+
+    def __init__(self) -> None:
+        self.packages = 0
+        self.installed = 0
+
+    def feed(self, line: str) -> None:
+        words = line.split()
+        if len(words) < 3 or words[0] != "I:":
+            return
+        if words[1] == "Validating" and words[2] not in ("Packages", "InRelease", "Release"):
+            self.packages += 1
+            step("image: packages downloaded", self.packages)
+        elif words[1] in ("Unpacking", "Configuring") and self.packages:
+            self.installed += 1
+            if self.installed % 2 == 0:  # a package is unpacked, then configured
+                step("image: packages installed", self.installed // 2, self.packages)
+        elif line.startswith("I: Base system installed successfully"):
+            step("image: packages installed", self.packages, self.packages)
 
 
 def _customize(root: Path) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from fleetflow.exceptions import FleetflowError
 from fleetflow.ops._errors import api_error_line
+from fleetflow.ops._progress import show_progress
 from fleetflow.ops._target import api_config, prefect_api
 from fleetflow.settings import get_settings
 
@@ -477,6 +478,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     # One line per API request drowns what -v is for.
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    show_progress()  # long steps (stack up, lab up, the image build) say where they are
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:
         return handler(args)

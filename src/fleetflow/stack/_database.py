@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.util
+import re
+import sqlite3
+from pathlib import Path
+
 import psycopg2
 from psycopg2 import sql
 from sqlalchemy.engine import URL, make_url
@@ -9,7 +14,18 @@ from sqlalchemy.exc import ArgumentError
 
 from fleetflow.exceptions import StackError
 
-__all__ = ["database_url", "ensure_database", "masked"]
+__all__ = [
+    "database_url",
+    "ensure_database",
+    "head_revisions",
+    "heads_in",
+    "masked",
+    "schema_revisions",
+]
+
+_REVISION = re.compile(r'^revision = "([0-9a-f]+)"$', re.MULTILINE)
+_DOWN_REVISION = re.compile(r"^down_revision = (.+)$", re.MULTILINE)
+_REVISION_ID = re.compile(r'"([0-9a-f]+)"')
 
 
 def database_url(text: str) -> URL:
@@ -38,14 +54,7 @@ def ensure_database(url: URL) -> bool:
     if not name:
         raise StackError(f"{masked(url)} names no database")
     try:
-        conn = psycopg2.connect(
-            host=url.host or "127.0.0.1",
-            port=url.port or 5432,
-            user=url.username,
-            password=url.password,
-            dbname="postgres",
-            connect_timeout=10,
-        )
+        conn = _connect(url, "postgres")
     except psycopg2.Error as exc:
         raise StackError(f"cannot connect to PostgreSQL at {masked(url)}: {exc}") from exc
     conn.autocommit = True  # CREATE DATABASE cannot run in a transaction
@@ -60,3 +69,67 @@ def ensure_database(url: URL) -> bool:
         raise StackError(f"cannot create database {name!r}: {exc}") from exc
     finally:
         conn.close()
+
+
+def head_revisions(dialect: str) -> frozenset[str] | None:
+    """The schema revisions Prefect's installed migrations end at, for "postgresql" or
+    "sqlite"; None if a migration file does not read as expected (then migrate anyway).
+
+    Read from the files' text, not through alembic: that imports every migration (and
+    Prefect's server), seconds of a `stack up` that had nothing to migrate.
+    """
+    spec = importlib.util.find_spec("prefect")
+    if spec is None or spec.origin is None:
+        return None
+    return heads_in(Path(spec.origin).parent / "server/database/_migrations/versions" / dialect)
+
+
+def heads_in(versions: Path) -> frozenset[str] | None:
+    """The revisions no other migration in `versions` builds on (see head_revisions)."""
+    revisions: set[str] = set()
+    parents: set[str] = set()
+    for path in versions.glob("*.py"):
+        text = path.read_text()
+        revision, down = _REVISION.search(text), _DOWN_REVISION.search(text)
+        if revision is None or down is None:
+            return None
+        revisions.add(revision.group(1))
+        parents.update(_REVISION_ID.findall(down.group(1)))
+    heads = frozenset(revisions - parents)
+    return heads or None
+
+
+def schema_revisions(url: URL | None, sqlite_file: Path) -> frozenset[str]:
+    """The revisions the database's schema is at (alembic's table); empty if none yet."""
+    try:
+        if url is None:
+            if not sqlite_file.exists():
+                return frozenset()
+            with sqlite3.connect(f"file:{sqlite_file}?mode=ro", uri=True) as conn:
+                rows = conn.execute("SELECT version_num FROM alembic_version").fetchall()
+        else:
+            rows = _postgresql_revisions(url)
+    except (sqlite3.Error, psycopg2.Error):
+        return frozenset()  # no table yet (or unreadable): the migration will say why
+    return frozenset(str(row[0]) for row in rows)
+
+
+def _postgresql_revisions(url: URL) -> list[tuple[str]]:
+    conn = _connect(url, url.database or "postgres")
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT version_num FROM alembic_version")
+            return list(cur.fetchall())
+    finally:
+        conn.close()
+
+
+def _connect(url: URL, dbname: str) -> psycopg2.extensions.connection:
+    return psycopg2.connect(
+        host=url.host or "127.0.0.1",
+        port=url.port or 5432,
+        user=url.username,
+        password=url.password,
+        dbname=dbname,
+        connect_timeout=10,
+    )

@@ -18,6 +18,7 @@ from urllib.parse import quote
 import httpx
 
 from fleetflow._prefect import LEASE_STORAGE_FILESYSTEM
+from fleetflow._progress import phase, step
 from fleetflow.engine.secrets import write_private
 from fleetflow.engine.sweep import sweep_stale_run_dirs
 from fleetflow.exceptions import StackError
@@ -25,7 +26,13 @@ from fleetflow.launcher.client import SOCKET_VARIABLE
 from fleetflow.ops._stackfile import AUTH_FILE, STATE_FILE
 from fleetflow.settings import get_settings
 from fleetflow.stack._config import StackConfig, WorkerSpec
-from fleetflow.stack._database import database_url, ensure_database, masked
+from fleetflow.stack._database import (
+    database_url,
+    ensure_database,
+    head_revisions,
+    masked,
+    schema_revisions,
+)
 from fleetflow.stack._pool import apply_work_pool, worker_states
 from fleetflow.stack._procs import MARK_VARIABLE, ServiceProcess, spawn, stop_all
 
@@ -233,17 +240,15 @@ class Stack:
         running = [p for p in self._load() if p.alive()]
         started: list[ServiceProcess] = []
         try:
-            if self.server_url and not self.healthy():
-                raise StackError(f"no Prefect server answers at {self.api_url}")
-            if not self.server_url and not any(p.role == "server" for p in running):
-                self._remembered_database = None  # a new server: on the database given now
-                started.append(self._start_server(config))
+            started += self._server_up(config, running)
             self._save(running + started)
             if not self.server_url:  # the server's own stack owns the pool's settings
                 apply_work_pool(self.api_url, self.auth(), config.work_pool, config.warm_launcher)
+                phase("work pool %s: applied", config.work_pool.name)
             alive_workers = {p.name for p in running if p.role == "worker"}
             new_workers = [w for w in config.workers if w.name not in alive_workers]
             for worker in new_workers:
+                phase("worker %s: starting", worker.name)
                 started += self._start_worker(config, worker)
                 self._save(running + started)
             self._wait_workers_online(config.work_pool.name, [w.name for w in new_workers])
@@ -253,6 +258,21 @@ class Stack:
             raise
         return self.status(config.work_pool.name)
 
+    def _server_up(
+        self, config: StackConfig, running: list[ServiceProcess]
+    ) -> list[ServiceProcess]:
+        """The server this stack uses: elsewhere, already running, or started now."""
+        if self.server_url:
+            if not self.healthy():
+                raise StackError(f"no Prefect server answers at {self.api_url}")
+            phase("server: %s answers; this machine runs workers only", self.api_url)
+            return []
+        if any(p.role == "server" for p in running):
+            phase("server: already running at %s", self.api_url)
+            return []
+        self._remembered_database = None  # a new server: on the database given now
+        return [self._start_server(config)]
+
     def _prefect(self, *args: str) -> list[str]:
         return [str(Path(sys.executable).parent / "prefect"), *args]
 
@@ -261,8 +281,29 @@ class Stack:
             raise StackError(f"{self.host}:{self.port} is already in use; choose --port")
         env = self._server_env(config)
         if self.database is not None and ensure_database(self.database):
-            log.info("created database %s", self.database.database)
+            phase("database %s created", self.database.database)
+        self._migrate(env)
         started = time.monotonic()
+        phase("server: starting at %s", self.api_url)
+        server = spawn(
+            "server", "prefect-server",
+            self._prefect("server", "start", "--host", self.host, "--port", str(self.port)),
+            env=env, log=self.directory / "logs" / "server.log", cwd=self.directory,
+        )  # fmt: skip
+        self._wait_healthy(server)
+        phase("server: healthy after %.1f s", time.monotonic() - started)
+        return server
+
+    def _migrate(self, env: dict[str, str]) -> None:
+        """Bring the schema to Prefect's newest; nothing to do (and no 10-20 s of Prefect
+        importing its migrations) when the database is already there."""
+        heads = head_revisions("sqlite" if self.database is None else "postgresql")
+        current = schema_revisions(self.database, self.directory / "home" / "prefect.db")
+        if heads is not None and current == heads:
+            phase("database %s: schema current (%s)", self.database_label, ", ".join(heads))
+            return
+        started = time.monotonic()
+        phase("database %s: migrating the schema", self.database_label)
         upgrade = subprocess.run(
             self._prefect("server", "database", "upgrade", "-y"),
             env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=600,
@@ -272,14 +313,7 @@ class Stack:
             raise StackError(
                 f"database migration failed:\n{_tail(upgrade.stdout + upgrade.stderr)}"
             )
-        log.info("database migrated in %.1f s", time.monotonic() - started)
-        server = spawn(
-            "server", "prefect-server",
-            self._prefect("server", "start", "--host", self.host, "--port", str(self.port)),
-            env=env, log=self.directory / "logs" / "server.log", cwd=self.directory,
-        )  # fmt: skip
-        self._wait_healthy(server)
-        return server
+        phase("database migrated in %.1f s", time.monotonic() - started)
 
     def _wait_healthy(self, server: ServiceProcess) -> None:
         deadline = time.monotonic() + _SERVER_START_SECONDS
@@ -347,9 +381,14 @@ class Stack:
 
     def _wait_workers_online(self, pool: str, names: list[str]) -> None:
         deadline = time.monotonic() + _WORKER_ONLINE_SECONDS
+        shown = -1
         while names and time.monotonic() < deadline:
             states = worker_states(self.api_url, self.auth(), pool)
-            if all(states.get(name) == "ONLINE" for name in names):
+            online = sum(states.get(name) == "ONLINE" for name in names)
+            if online != shown:
+                step("workers online", online, len(names))
+                shown = online
+            if online == len(names):
                 return
             for process in self._load():
                 if process.role == "worker" and process.name in names and not process.alive():
