@@ -9,7 +9,7 @@ export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 120
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 DEMO_HOSTS ?= 5
 
-.PHONY: system-deps venv demo test lint unit integration molecule bench clean
+.PHONY: system-deps venv galaxy demo test lint unit integration molecule bench clean
 system-deps:
 	tools/install-system-deps.sh
 
@@ -21,7 +21,13 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
 	touch $@
 
-demo: venv
+# The roles and collections of requirements.yml, into galaxy/ (ansible.cfg reads them there).
+# Does nothing while they are installed as the file reads, and runs no ansible-galaxy (no
+# network) while its lists are empty.
+galaxy: $(VENV)/.installed
+	$(BIN)/python -m fleetflow.ops.galaxy
+
+demo: venv galaxy
 	$(BIN)/fleetflow lab up $(DEMO_HOSTS)
 	$(BIN)/python flows/site.py
 	@echo
@@ -30,9 +36,10 @@ demo: venv
 	@echo "  inventory:  inventory/lab/hosts.yml"
 	@echo "  runs, logs and per-host artifacts: $(BIN)/prefect server start, then http://127.0.0.1:4200"
 	@echo "  more flows: $(BIN)/python flows/run_script.py ; $(BIN)/python flows/rolling_update.py"
+	@echo "  the end-of-day chain of scripts as a DAG: README, 'End of day' (flows/end_of_day.py)"
 	@echo "  the full stack (server on PostgreSQL, workers, deployments): README, 'The stack'"
 
-lint: venv
+lint: venv galaxy
 	$(BIN)/ruff check src tests flows bench
 	$(BIN)/ruff format --check src tests flows bench
 	$(BIN)/mypy
@@ -42,7 +49,7 @@ lint: venv
 unit: venv
 	$(BIN)/pytest tests/unit
 
-integration: venv
+integration: venv galaxy
 	$(BIN)/pytest tests/integration
 
 # Every role's Molecule scenario (each starts and removes a lab host of its own).
@@ -62,4 +69,4 @@ test: lint
 
 clean:
 	-$(BIN)/fleetflow lab down
-	rm -rf $(VENV)
+	rm -rf $(VENV) galaxy

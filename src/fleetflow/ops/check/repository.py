@@ -4,7 +4,8 @@ Every playbook passes Ansible's syntax check, every inventory parses (strictly),
 deployment of prefect.yaml loads its flow with parameters its schema accepts, valid
 schedules, a known pool and queue, and a limit that matches hosts of its inventory; the
 stack file, the automations, the inventories' blackout windows and the playbooks'
-variable declarations (playbooks/params/) are valid; yamllint and ansible-lint pass.
+variable declarations (playbooks/params/) are valid; requirements.yml is valid and
+installed as it reads; yamllint and ansible-lint pass (on our files: not on galaxy/).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from fleetflow.engine.blackouts import BLACKOUTS_FILE, load_blackouts
 from fleetflow.engine.inventory import host_groups
 from fleetflow.exceptions import ConfigurationError, FleetflowError
 from fleetflow.ops.check.deployments import Problem, check_deployment
+from fleetflow.ops.galaxy import INSTALL_HINT, REQUIREMENTS_FILE, InstallStatus, install_status
 
 __all__ = ["CheckReport", "Problem", "check_project"]
 
@@ -55,11 +57,34 @@ def _run(
     )  # fmt: skip
 
 
-def _syntax(project_dir: Path, playbook: Path) -> list[Problem]:
+def _syntax(project_dir: Path, galaxy: InstallStatus, playbook: Path) -> list[Problem]:
+    """Ansible's syntax check, with the project's ansible.cfg: roles and collections of
+    requirements.yml are read (and checked) where `make galaxy` installed them."""
     argv = [ansible_tool("ansible-playbook"), "-i", "localhost,", "--syntax-check", str(playbook)]
     done = _run(argv, project_dir)
-    where = str(playbook.relative_to(project_dir))
-    return [] if done.returncode == 0 else [Problem(where, _tail(done.stdout + done.stderr))]
+    if done.returncode == 0:
+        return []
+    output = done.stdout + done.stderr
+    hint = galaxy.hint(output)
+    first = next((line for line in output.splitlines() if "[ERROR]" in line), "")
+    message = f"{hint} ({first.strip() or _tail(output, 3)})" if hint else _tail(output)
+    return [Problem(str(playbook.relative_to(project_dir)), message)]
+
+
+def _requirements(project_dir: Path, report: CheckReport) -> InstallStatus:
+    """requirements.yml is valid and installed as it reads (galaxy/ is not linted: it is
+    the playbooks' syntax check that reads it)."""
+    try:
+        status = install_status(project_dir)
+    except ConfigurationError as exc:
+        report.problems.append(Problem(REQUIREMENTS_FILE, str(exc)))
+        return InstallStatus(None)
+    if status.requirements is not None:
+        report.checked.append(REQUIREMENTS_FILE)
+    report.problems += [
+        Problem(REQUIREMENTS_FILE, f"{why}: {INSTALL_HINT}") for why in status.pending
+    ]
+    return status
 
 
 def _inventory(project_dir: Path, directory: Path) -> list[Problem]:
@@ -161,8 +186,9 @@ def check_project(project_dir: Path, lint: bool = True) -> CheckReport:
     """Everything wrong with the repository that can be found without a host."""
     report = CheckReport()
     jobs: list[tuple[str, Callable[[], list[Problem]]]] = []
+    galaxy = _requirements(project_dir, report)
     for playbook in sorted((project_dir / "playbooks").glob("*.yml")):
-        jobs.append((f"playbook {playbook.name}", partial(_syntax, project_dir, playbook)))
+        jobs.append((f"playbook {playbook.name}", partial(_syntax, project_dir, galaxy, playbook)))
     for directory in sorted(p for p in (project_dir / "inventory").iterdir() if p.is_dir()):
         jobs.append((f"inventory {directory.name}", partial(_inventory, project_dir, directory)))
         if (directory / BLACKOUTS_FILE).exists():
