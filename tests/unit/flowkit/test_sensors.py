@@ -75,12 +75,14 @@ def test_port_sensor_waits_until_the_port_opens() -> None:
     thread.start()
     try:
         seen = wait_for_port.fn("127.0.0.1", port, timeout=10, poll_interval=0.1)
+        # It returned because the port opened, not before (a busy machine may start the
+        # sensor late, so how long it waited is no measure of that).
+        assert opened.is_set()
     finally:
         thread.join()
         server.close()
-    assert opened.is_set()
     assert (seen.host, seen.port) == ("127.0.0.1", port)
-    assert 0.7 <= seen.waited_seconds < 8
+    assert seen.waited_seconds < 8
 
 
 def test_port_sensor_times_out_naming_the_port_and_the_refusal() -> None:
@@ -129,8 +131,10 @@ def test_http_sensor_waits_through_503_until_200(flaky: tuple[str, type[_Flaky]]
     url, handler = flaky
     seen = wait_for_http.fn(url, timeout=10, poll_interval=0.1)
     assert (seen.url, seen.status) == (url, 200)
-    assert 0.7 <= seen.waited_seconds < 8
-    assert handler.requests >= 3  # it saw 503s first
+    # It returned once the server turned ready, after seeing it not ready (how long it
+    # waited depends on when a busy machine started the test).
+    assert time.monotonic() >= handler.ready_at
+    assert handler.requests >= 2 and seen.waited_seconds < 8
 
 
 def test_http_sensor_accepts_any_of_several_statuses(flaky: tuple[str, type[_Flaky]]) -> None:
