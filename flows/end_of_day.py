@@ -108,7 +108,19 @@ def end_of_day(
     time_limit: TimeLimit = DEFAULT_TIME_LIMIT,
 ) -> dict[str, str]:
     """Close `business_date`: wait for its settlement file, reconcile, report and archive in
-    parallel, then publish. Returns the published summary (key=value lines as a dict)."""
+    parallel, then publish. Returns the published summary (key=value lines as a dict).
+
+    Args:
+        business_date: The day to close (YYYY-MM-DD); default: today in Europe/London.
+        inventory: The environment to run on (inventory/<name>/), by name.
+        db_hosts: Hosts that receive the settlement file, reconcile and publish (a host pattern).
+        batch_hosts: Hosts that make the reports (a host pattern, disjoint from the others).
+        web_hosts: Hosts whose logs are archived (a host pattern, disjoint from the others).
+        settlement_timeout: Seconds to wait for the settlement file; then the run fails.
+        retries: Extra attempts of a step for its failed or unreachable hosts only (0-5).
+        retry_delay: Seconds before the first retry; doubled for each next one.
+        time_limit: Seconds the whole run may take (at most a day); then it is stopped.
+    """
     with limited(time_limit):
         _check_disjoint(inventory, {"db": db_hosts, "batch": batch_hosts, "web": web_hosts})
         day = business_day(business_date)

@@ -62,6 +62,28 @@ def playbook(
     taken as values. Do not pass secrets in them: flow parameters are stored by the server.
     Name Prefect Secret blocks instead (`*_secret`): only the names are stored. Playbooks
     run within `time_limit` seconds (a wait for approval does not count).
+
+    Args:
+        playbook: The playbook to run (playbooks/<name>.yml), by name.
+        inventory: The environment to run on (inventory/<name>/), by name.
+        limit: Only the hosts this Ansible host pattern matches; default: every host.
+        extra_vars: Variables the playbook declares (playbooks/params/<name>.yml), taken as values.
+        tags: Only the tasks with these tags (Ansible's --tags).
+        check: Report what would change and change nothing (Ansible's --check).
+        diff: Show the changes made to files and templates (Ansible's --diff).
+        forks: Hosts worked on at once; default: every targeted host, at most 50.
+        max_fail_percentage: Share of hosts (0-100) that may fail or be unreachable without failing
+            the run.
+        retries: Extra attempts for the failed or unreachable hosts only (0-5).
+        retry_delay: Seconds before the first retry; doubled for each next one.
+        ssh_key_secret: Prefect Secret block holding the SSH private key (its name only is stored).
+        become_password_secret: Prefect Secret block holding the become (sudo) password.
+        vault_password_secret: Prefect Secret block holding the ansible-vault password.
+        approval: Plan first (check and diff), then wait for someone to approve before applying.
+        approval_timeout: Seconds to wait for an approval; then the run ends, nothing applied.
+        approvers: Only these names may approve or reject; default: anyone.
+        time_limit: Seconds the playbook runs may take (at most a day; a wait for approval does not
+            count).
     """
     if approval and check:
         raise ConfigurationError("approval plans in check mode and then applies: drop check")

@@ -39,7 +39,15 @@ def rolling_update(
     batch_size: BatchSize = 2,
     time_limit: TimeLimit = DEFAULT_TIME_LIMIT,
 ) -> dict[str, Any]:
-    """Deploy `version` of the application to `hosts`, `batch_size` hosts at a time."""
+    """Deploy `version` of the application to `hosts`, `batch_size` hosts at a time.
+
+    Args:
+        version: The application version to deploy (letters, digits, . _ + -).
+        hosts: The hosts to update, an Ansible host pattern.
+        inventory: The environment to run on (inventory/<name>/), by name.
+        batch_size: Hosts deployed and health-checked at once; a failing batch stops the rollout.
+        time_limit: Seconds the whole run may take (at most a day); then it is stopped.
+    """
     with limited(time_limit):
         return _rollout(version, hosts, inventory, batch_size)
 

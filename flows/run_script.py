@@ -49,6 +49,18 @@ def run_script(
 
     Returns each host's exit code, stdout and stderr. A script never runs twice at once on
     one host (it holds a lock there); its output is also logged on the host.
+
+    Args:
+        script: The script to run: a file of the repository's scripts/, by name.
+        hosts: The hosts to run it on, an Ansible host pattern (all, web, db-01).
+        inventory: The environment to run on (inventory/<name>/), by name.
+        args: Arguments given to the script as they are (no shell).
+        batch_size: Hosts run at once, batch after batch; default: all in one batch.
+        max_fail_percentage: Share of hosts (0-100) that may fail or be unreachable without failing
+            the run.
+        retries: Extra attempts for the failed or unreachable hosts only (0-5).
+        retry_delay: Seconds before the first retry; doubled for each next one.
+        time_limit: Seconds the whole run may take (at most a day); then it is stopped.
     """
     failure: PlaybookFailed | None = None
     with limited(time_limit):

@@ -64,6 +64,12 @@ def runbook(
 
     Returns one row per step: what happened to it in this attempt ("ran", "done earlier"
     when served from an earlier attempt of this run, "failed", "not run") and its hosts.
+
+    Args:
+        steps: The steps in order (1-100): each a playbook with its own name, host pattern and
+            variables.
+        inventory: The environment to run on (inventory/<name>/), by name.
+        time_limit: Seconds the whole run may take (at most a day); then it is stopped.
     """
     with limited(time_limit):
         return _run(steps, inventory)

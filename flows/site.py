@@ -36,6 +36,16 @@ def site(
 
     `check` shows what would change without changing anything; failed or unreachable
     hosts are retried alone up to `retries` times.
+
+    Args:
+        inventory: The environment to run on (inventory/<name>/), by name.
+        limit: Only the hosts this Ansible host pattern matches; default: every host.
+        check: Report what would change and change nothing (Ansible's --check).
+        diff: Show the changes made to files and templates (Ansible's --diff).
+        tags: Only the tasks with these tags (Ansible's --tags).
+        retries: Extra attempts for the failed or unreachable hosts only (0-5).
+        retry_delay: Seconds before the first retry; doubled for each next one.
+        time_limit: Seconds the whole run may take (at most a day); then it is stopped.
     """
     with limited(time_limit):
         result = run_playbook(

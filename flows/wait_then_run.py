@@ -45,6 +45,15 @@ def wait_then_run(
 
     A file condition without its own `limit` watches the hosts the playbook will run on.
     (The parameter is not called `wait_for`: Prefect reserves that name.)
+
+    Args:
+        playbook: The playbook to run once every condition is met (playbooks/<name>.yml), by name.
+        inventory: The environment to run on (inventory/<name>/), by name.
+        limit: Only the hosts this Ansible host pattern matches; default: every host.
+        extra_vars: Variables the playbook declares (playbooks/params/<name>.yml), taken as values.
+        conditions: What to wait for, in order (at most 20): a file on the hosts, a port, a URL or
+            an event.
+        time_limit: Seconds the whole run may take (at most a day); then it is stopped.
     """
     for condition in conditions or []:
         seen = wait_for_condition(condition, inventory=inventory, limit=limit)

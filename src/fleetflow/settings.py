@@ -35,7 +35,11 @@ class FleetflowSettings(BaseSettings):
 
     project_dir: Path = Field(
         default_factory=find_project_dir,
-        description="Repository root holding ansible.cfg, playbooks/, inventory/ and roles/.",
+        description=(
+            "Repository root holding ansible.cfg, playbooks/, inventory/ and roles/; default: "
+            "the nearest such directory at or above the working directory, else the checkout "
+            "fleetflow is installed from."
+        ),
     )
     image_dir: Path = Field(
         default=Path("/var/cache/fleetflow/images"),

@@ -32,12 +32,16 @@ class AlertSettings(BaseSettings):
 
     webhook_url: SecretStr | None = Field(default=None, description="Generic JSON webhook.")
     slack_url: SecretStr | None = Field(default=None, description="Slack-compatible webhook.")
-    smtp_host: str | None = None
-    smtp_port: int = 587
-    smtp_security: Literal["starttls", "ssl", "none"] = "starttls"
-    smtp_user: str | None = None
-    smtp_password: SecretStr | None = None
-    email_from: str = "fleetflow@localhost"
+    smtp_host: str | None = Field(
+        default=None, description="SMTP server for email alerts (with email_to: the channel)."
+    )
+    smtp_port: int = Field(default=587, description="Port of the SMTP server.")
+    smtp_security: Literal["starttls", "ssl", "none"] = Field(
+        default="starttls", description="How the SMTP connection is encrypted."
+    )
+    smtp_user: str | None = Field(default=None, description="SMTP login; unset: none.")
+    smtp_password: SecretStr | None = Field(default=None, description="SMTP password.")
+    email_from: str = Field(default="fleetflow@localhost", description="Sender of alert email.")
     email_to: str | None = Field(default=None, description="Comma-separated recipients.")
 
 

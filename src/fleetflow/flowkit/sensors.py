@@ -418,7 +418,7 @@ class PortCondition(_Wait):
             description="A host of the inventory: its name or address.",
         ),
     ]
-    port: Annotated[int, Field(ge=1, le=65535)]
+    port: Annotated[int, Field(ge=1, le=65535, description="TCP port on that host.")]
 
 
 class HttpCondition(_Wait):
@@ -434,7 +434,7 @@ class HttpCondition(_Wait):
         ),
     ]
     status: int | list[int] = Field(default=200, description="Status, or any of these.")
-    verify_tls: bool = True
+    verify_tls: bool = Field(default=True, description="Check the server's TLS certificate.")
 
 
 class EventCondition(_Wait):

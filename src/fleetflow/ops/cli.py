@@ -312,10 +312,10 @@ def _add_observability(commands: argparse._SubParsersAction[argparse.ArgumentPar
         "host_name", nargs="?", metavar="HOST",
         help="a host's last runs: playbook, outcome, changed count, time",
     )  # fmt: skip
-    history.add_argument("--limit", type=int, default=20)
+    history.add_argument("--limit", type=int, default=20, help="runs shown, newest first")
     history.add_argument("--deployment", help="flow/deployment, e.g. site/lab")
     history.add_argument("--host", help="only runs that targeted this host")
-    history.add_argument("--json", action="store_true")
+    history.add_argument("--json", action="store_true", help="JSON instead of text")
     history.set_defaults(handler=_history)
 
     exporter = commands.add_parser("exporter", help="Prometheus metrics from the Prefect API")
@@ -334,7 +334,7 @@ def _add_run(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     run = commands.add_parser(
         "run", help="trigger a deployment over the API (fast); --watch: host lines, table, exit"
     )
-    run.add_argument("deployment", metavar="FLOW/DEPLOYMENT")
+    run.add_argument("deployment", metavar="FLOW/DEPLOYMENT", help="e.g. site/lab")
     run.add_argument(
         "--param",
         action="append",
@@ -379,14 +379,14 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("count", nargs="?", type=int, help="number of hosts (default: 5, or as is)")
     up.add_argument("--inventory", type=lambda p: Path(p).resolve(), help="inventory dir to write")
     status = lab_actions.add_parser("status", help="show hosts and their state")
-    status.add_argument("--json", action="store_true")
+    status.add_argument("--json", action="store_true", help="each host's state as JSON")
     lab_actions.add_parser("down", help="stop every host and remove all the lab created")
     ssh = lab_actions.add_parser("ssh", help="open a shell (or run a command) on a host")
-    ssh.add_argument("host")
-    ssh.add_argument("command", nargs=argparse.REMAINDER)
+    ssh.add_argument("host", help="a host of the lab, e.g. lab-01")
+    ssh.add_argument("command", nargs=argparse.REMAINDER, help="run this instead of a shell")
     for fault in _FAULTS:
         sub = lab_actions.add_parser(fault, help=f"fault injection: {fault} a host")
-        sub.add_argument("host")
+        sub.add_argument("host", help="a host of the lab, e.g. lab-01")
     for sub in lab_actions.choices.values():
         sub.add_argument("--name", help="lab name (default: lab; for a host: the lab with it)")
     lab.set_defaults(handler=_lab, inventory=None, count=None)
@@ -407,7 +407,7 @@ def _parser() -> argparse.ArgumentParser:
     for sub in stack_actions.choices.values():
         sub.add_argument("--config", type=Path, help="stack file (default: deployments/stack.yaml)")
         sub.add_argument("--port", type=int, help="server port (default: FLEETFLOW_API_PORT, 4200)")
-        sub.add_argument("--json", action="store_true")
+        sub.add_argument("--json", action="store_true", help="status as JSON")
         sub.add_argument(
             "--server-url",
             help="a Prefect server elsewhere (http://host:4200): run only this machine's workers",
@@ -435,7 +435,7 @@ def _parser() -> argparse.ArgumentParser:
         description="\n".join(f"{k:<9} {v}" for k, v in _BENCHMARKS.items()),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )  # fmt: skip
-    bench.add_argument("benchmark", choices=list(_BENCHMARKS))
+    bench.add_argument("benchmark", choices=list(_BENCHMARKS), help="which one (listed above)")
     bench.add_argument("options", nargs=argparse.REMAINDER, help="the benchmark's options")
     bench.set_defaults(handler=_bench)
 
