@@ -151,7 +151,9 @@ def _live_processes_under(path: Path) -> list[int]:
         try:
             stat = (entry / "stat").read_text()
             if stat[stat.rindex(")") + 2] == "Z":
-                continue  # a zombie holds no resource; see README (sandbox PID 1 never reaps)
+                # A zombie holds no resource (this sandbox's PID 1 never reaps; see
+                # docs/limitations.md).
+                continue
             cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
             root = os.readlink(entry / "root")
         except OSError:

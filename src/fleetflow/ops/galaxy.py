@@ -67,7 +67,7 @@ _COLLECTION_TYPES = frozenset({"galaxy", "git", "file", "url", "dir", "subdirs"}
 _SCMS = frozenset({"git", "hg"})
 _UNREACHABLE = (
     " (no Galaxy server answered: point [galaxy] server_list in ansible.cfg at the one you can "
-    "reach, or use git or tarball sources; README: roles and collections from outside)"
+    "reach, or use git or tarball sources; docs/how-to/roles.md)"
 )
 _FQCN = re.compile(r"^[a-z_][a-z0-9_]*\.[a-z_][a-z0-9_]*$")
 
