@@ -144,6 +144,27 @@ def test_every_secret_kind_is_used_and_found_nowhere(lab: Lab, tmp_path: Path) -
     assert _files_containing([n.encode() for n in needles], roots) == []
 
 
+def test_a_vaulted_inventory_without_its_password_fails_and_touches_no_host(
+    lab: Lab, tmp_path: Path
+) -> None:
+    """ansible-playbook exits 4 (its parser error, also "unreachable") and runs nothing:
+    every host skipped, which once ended the run Completed."""
+    Secret(value=lab.key_path.read_text()).save("ff-test-ssh-key", overwrite=True)
+    inventory = _vaulted_inventory(lab, tmp_path, secrets.token_urlsafe(18), "t0ken-unused")
+    for host in lab.hosts():
+        lab.ssh(host.name, "rm -f /root/ff-vault-digest")
+    with pytest.raises(PlaybookFailed, match="no vault secrets") as caught:
+        in_flow(
+            str(REPO / "tests/fixtures/playbooks/secrets.yml"),
+            inventory=str(inventory),
+            ssh_key_secret="ff-test-ssh-key",
+        )
+    assert "with no host failed or unreachable" in str(caught.value)
+    for host in lab.hosts():
+        probe = lab.ssh(host.name, "test -e /root/ff-vault-digest || echo absent")
+        assert probe.stdout == "absent\n"
+
+
 def test_a_missing_secret_is_a_clear_error_before_any_host(lab: Lab) -> None:
     with pytest.raises(ConfigurationError, match=r"ff-no-such-secret.*FLEETFLOW_SECRET_FF_NO_SUCH"):
         in_flow("ping", inventory=str(lab.inventory_dir), ssh_key_secret="ff-no-such-secret")

@@ -170,6 +170,13 @@ def _decide(
         )
     if outcome.rc not in _HOST_FAILURE_RCS:
         return RunStatus.FAILED, f"ansible-playbook exited {outcome.rc}:\n{outcome.output_tail}"
+    if outcome.rc != 0 and not failed:
+        # 2 and 4 mean a host failed or was unreachable, but 4 is also Ansible's parser
+        # error (e.g. a vaulted inventory without its password): no host ran anything.
+        return RunStatus.FAILED, (
+            f"ansible-playbook exited {outcome.rc} with no host failed or unreachable:\n"
+            f"{outcome.output_tail}"
+        )
     return RunStatus.SUCCESSFUL, ""
 
 

@@ -138,6 +138,19 @@ def test_playbook_error_is_not_retried() -> None:
     assert "'x' is undefined" in result.message
 
 
+@pytest.mark.parametrize("rc", [2, 4])
+def test_a_failure_exit_without_a_failed_host_fails_the_run(rc: int) -> None:
+    """ansible-playbook's 4 is also its parser error (a vaulted inventory without the
+    password): no host ran, every host is skipped, and that is no success."""
+    tail = "[ERROR]: Attempting to decrypt but no vault secrets found"
+    runner = FakeRunner([([], RunnerOutcome("failed", rc, tail))] * 2)
+    result = execute(request(retry=RetryPolicy(attempts=2)), plan(), runner, LOG,
+                     sleep=lambda s: None)  # fmt: skip
+    assert result.status == RunStatus.FAILED and len(runner.requests) == 1
+    assert f"exited {rc} with no host failed or unreachable" in result.message
+    assert "no vault secrets found" in result.message
+
+
 @pytest.mark.parametrize(("status", "expected"), [("timeout", RunStatus.TIMED_OUT),
                                                   ("canceled", RunStatus.CANCELED)])  # fmt: skip
 def test_timeout_and_cancel_are_not_retried(status: str, expected: RunStatus) -> None:
