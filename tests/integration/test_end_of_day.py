@@ -120,6 +120,9 @@ def test_failed_branch_stops_the_join_and_a_retry_resumes_there(lab: Lab, projec
 
     run_id = state.state_details.flow_run_id
     assert run_id is not None
+    with get_client(sync_client=True) as client:
+        failed_run = client.read_flow_run(run_id)
+    assert ": step archive failed" in failed_run.name and f"failed:{web}" in failed_run.tags
     env = os.environ | get_current_settings().to_environment_variables(exclude_unset=True)
     entrypoint = "flows/end_of_day.py:end_of_day"
     retried = subprocess.run(
@@ -140,6 +143,11 @@ def test_failed_branch_stops_the_join_and_a_retry_resumes_there(lab: Lab, projec
         run = client.read_flow_run(run_id)
     assert run.state is not None and run.state.is_completed()
     assert run.run_count == 2
+    # The first attempt's outcome is gone from the name and the tags: the run completed.
+    assert ": " not in run.name and not any(t.startswith("failed:") for t in run.tags), (
+        run.name,
+        run.tags,
+    )
 
 
 def test_end_of_day_takes_input_as_data_and_refuses_overlapping_groups() -> None:

@@ -24,6 +24,7 @@ __all__ = [
     "MAX_HOST_TAGS",
     "current_flow_run_id",
     "host_tags",
+    "is_host_tag",
     "mark_reached",
     "quiet_expected_failures",
     "reached_hosts",
@@ -33,6 +34,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 MAX_HOST_TAGS = 5
+_HOST_TAG_PREFIXES = (f"{HostStatus.FAILED.value}:", f"{HostStatus.UNREACHABLE.value}:")
 # Flow runs of this process whose playbooks started on hosts. A flow run and its
 # run_playbook tasks share the process; the flow forgets its id when it ends.
 _REACHED: set[UUID] = set()
@@ -63,6 +65,11 @@ def reached_hosts(flow_run_id: UUID | None, *, forget: bool = False) -> bool:
     if forget:
         _REACHED.discard(flow_run_id)
     return reached
+
+
+def is_host_tag(tag: str) -> bool:
+    """Whether `tag` is one of host_tags' (they say how an attempt ended)."""
+    return tag.startswith(_HOST_TAG_PREFIXES)
 
 
 def host_tags(result: PlaybookResult) -> list[str]:

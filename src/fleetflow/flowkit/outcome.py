@@ -32,12 +32,12 @@ from prefect import State, get_client, get_run_logger
 from prefect.context import FlowRunContext
 from prefect.states import Failed
 
-from fleetflow.engine.flowrun import current_flow_run_id, reached_hosts
+from fleetflow.engine.flowrun import current_flow_run_id, is_host_tag, reached_hosts
 from fleetflow.engine.publish import one_line
 from fleetflow.exceptions import ConfigurationError, FleetflowError, PlaybookRunError
 from fleetflow.results import PlaybookResult, RunStatus
 
-__all__ = ["MAX_HOSTS_NAMED", "REFUSED", "failure_message", "reports_outcome"]
+__all__ = ["MAX_HOSTS_NAMED", "REFUSED", "base_name", "failure_message", "reports_outcome"]
 
 REFUSED = "Refused"
 MAX_HOSTS_NAMED = 3
@@ -45,6 +45,7 @@ _REASON_LIMIT = 200
 _MESSAGE_LIMIT = 1500
 # Long enough for a host, its task and the start of its reason; the list wraps it.
 _NAME_LIMIT = 240
+_OUTCOME_SEPARATOR = ": "
 
 
 def reports_outcome[F: Callable[..., Any]](fn: F) -> F:
@@ -54,6 +55,7 @@ def reports_outcome[F: Callable[..., Any]](fn: F) -> F:
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         run_id = current_flow_run_id()
+        _forget_last_outcome()
         try:
             return fn(*args, **kwargs)
         except FleetflowError as exc:
@@ -90,11 +92,35 @@ def _append_to_name(outcome: str) -> None:
     if context is None or context.flow_run is None:
         return
     run = context.flow_run
+    name = one_line(f"{base_name(run.name)}{_OUTCOME_SEPARATOR}{outcome}", _NAME_LIMIT)
     try:
         with get_client(sync_client=True) as client:
-            client.update_flow_run(run.id, name=one_line(f"{run.name}: {outcome}", _NAME_LIMIT))
+            client.update_flow_run(run.id, name=name)
     except Exception as exc:  # a busy server must not turn an outcome into a crash
         get_run_logger().warning("could not put the outcome in the run's name: %s", exc)
+
+
+def base_name(name: str) -> str:
+    """A run's name without the outcome an attempt appended: Prefect's generated names
+    (`crimson-fox`) and fleetflow's deployments have no ': ' of their own."""
+    return name.split(_OUTCOME_SEPARATOR, 1)[0]
+
+
+def _forget_last_outcome() -> None:
+    """A retried run starts under its own name, without the last attempt's host tags:
+    they said how that attempt ended, and a retry that completes must not keep them."""
+    context = FlowRunContext.get()
+    if context is None or context.flow_run is None or context.flow_run.run_count <= 1:
+        return
+    run_id = context.flow_run.id
+    try:
+        with get_client(sync_client=True) as client:
+            run = client.read_flow_run(run_id)
+            name, tags = base_name(run.name), [t for t in run.tags if not is_host_tag(t)]
+            if (name, tags) != (run.name, run.tags):
+                client.update_flow_run(run_id, name=name, tags=tags)
+    except Exception as exc:  # as in _append_to_name
+        get_run_logger().warning("could not clear the last attempt's outcome: %s", exc)
 
 
 def failure_message(result: PlaybookResult) -> str:

@@ -7,7 +7,8 @@ from datetime import UTC, datetime
 
 from prefect import flow
 
-from fleetflow.flowkit.outcome import MAX_HOSTS_NAMED, failure_message, reports_outcome
+from fleetflow.engine.flowrun import is_host_tag
+from fleetflow.flowkit.outcome import MAX_HOSTS_NAMED, base_name, failure_message, reports_outcome
 from fleetflow.flowkit.params import Inventory, Playbook, Retries
 from fleetflow.results import HostFailure, HostResult, HostStatus, PlaybookResult, RunStatus
 
@@ -80,3 +81,11 @@ def test_the_decorated_flow_keeps_its_parameters_and_their_constraints() -> None
     assert "ping" in schema["properties"]["playbook"]["enum"]
     assert schema["properties"]["retries"]["maximum"] == 5
     assert sample.description == "Sample."
+
+
+def test_a_retry_finds_the_runs_own_name_and_the_outcome_tags() -> None:
+    named = "crimson-fox: 1 of 3 hosts failed in site.yml: web-01 (failed at 'x': y: z)"
+    assert base_name(named) == "crimson-fox"
+    assert base_name("crimson-fox") == "crimson-fox"
+    assert [t for t in ["nightly", "failed:web-01", "unreachable:db-01", "failed:+2 more"]
+            if not is_host_tag(t)] == ["nightly"]  # fmt: skip
