@@ -1,9 +1,13 @@
-"""Helpers for tests that read a flow run's logs or stop what they started."""
+"""Helpers for tests that read a flow run's logs, stop what they started, or check a
+repository."""
 
 from __future__ import annotations
 
+import os
 import subprocess
+import sys
 import time
+from pathlib import Path
 from uuid import UUID
 
 from prefect.client.orchestration import get_client
@@ -32,3 +36,12 @@ def stop(process: subprocess.Popen[bytes]) -> None:
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
+
+
+def fleetflow_check(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """`fleetflow check ARGS` on the repository at `project`."""
+    return subprocess.run(
+        [str(Path(sys.executable).parent / "fleetflow"), "check", *args],
+        env={**os.environ, "FLEETFLOW_PROJECT_DIR": str(project)},
+        capture_output=True, text=True, timeout=900, check=False,
+    )  # fmt: skip

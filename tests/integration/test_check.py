@@ -2,32 +2,20 @@
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
 from ..conftest import REPO
+from .runs import fleetflow_check
 
 pytestmark = pytest.mark.integration
 
-BIN = Path(sys.executable).parent
-
-
-def _check(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(BIN / "fleetflow"), "check", *args],
-        env={**os.environ, "FLEETFLOW_PROJECT_DIR": str(project)},
-        capture_output=True, text=True, timeout=900, check=False,
-    )  # fmt: skip
-
 
 def test_the_repository_passes() -> None:
-    done = _check(REPO, "--no-lint")
+    done = fleetflow_check(REPO, "--no-lint")
     assert done.returncode == 0, done.stdout + done.stderr
     assert " 0 errors" in done.stdout
 
@@ -77,7 +65,7 @@ def broken(tmp_path: Path) -> Path:
 
 
 def test_every_problem_is_listed_and_the_exit_is_non_zero(broken: Path) -> None:
-    done = _check(broken, "--no-lint")
+    done = fleetflow_check(broken, "--no-lint")
     out = done.stdout
     assert done.returncode == 1, out + done.stderr
     problems = [line for line in out.splitlines() if line.startswith("ERROR")]

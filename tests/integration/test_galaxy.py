@@ -7,7 +7,6 @@ and read by `fleetflow check`: syntax-checked, not linted."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
@@ -23,6 +22,7 @@ from fleetflow import HostStatus, PlaybookResult, run_playbook
 from fleetflow.lab import Lab
 
 from ..conftest import REPO
+from .runs import fleetflow_check
 
 pytestmark = pytest.mark.integration
 
@@ -248,21 +248,13 @@ def test_installed_roles_and_collection_run_on_the_lab(lab: Lab, project: Path) 
         ], host.name
 
 
-def _check(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(BIN / "fleetflow"), "check", *args],
-        env={**os.environ, "FLEETFLOW_PROJECT_DIR": str(project)},
-        capture_output=True, text=True, timeout=900, check=False,
-    )  # fmt: skip
-
-
 def _errors(done: subprocess.CompletedProcess[str]) -> list[str]:
     return [line for line in done.stdout.splitlines() if line.startswith("ERROR")]
 
 
 def test_check_syntax_checks_the_installed_content_and_lints_only_ours(project: Path) -> None:
     root = project
-    missing = _check(root, "--no-lint")
+    missing = fleetflow_check(root, "--no-lint")
     assert missing.returncode == 1, missing.stdout + missing.stderr
     assert sorted(_errors(missing)) == [
         "ERROR playbooks/external.yml: banner is listed in requirements.yml but not "
@@ -273,7 +265,7 @@ def test_check_syntax_checks_the_installed_content_and_lints_only_ours(project: 
 
     assert _install(root).returncode == 0
     _write(root / "playbooks/own_style.yml", OWN_STYLE)
-    linted = _check(root)
+    linted = fleetflow_check(root)
     errors = _errors(linted)
     assert [line.split(":")[0] for line in errors] == ["ERROR yamllint", "ERROR ansible-lint"], (
         linted.stdout
@@ -286,7 +278,7 @@ def test_check_syntax_checks_the_installed_content_and_lints_only_ours(project: 
     tasks = root / "galaxy/roles/banner/tasks/main.yml"
     with tasks.open("a") as broken:
         broken.write("- name: Two actions in one task\n  copy: dest=/tmp/x\n  file: path=/tmp/x\n")
-    syntax = _check(root, "--no-lint")
+    syntax = fleetflow_check(root, "--no-lint")
     assert syntax.returncode == 1, syntax.stdout
     [error] = _errors(syntax)
     assert error.startswith("ERROR playbooks/external.yml: [ERROR]: conflicting action"), error

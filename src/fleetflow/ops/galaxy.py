@@ -132,12 +132,7 @@ def _role(where: str, entry: Any) -> RoleRequirement:
         return RoleRequirement(parts[2] if len(parts) == 3 else _role_name(parts[0]), parts[0])
     if not isinstance(entry, dict):
         raise ConfigurationError(f"{where}: a role is a name or a mapping, not {entry!r}")
-    unknown = sorted(set(map(str, entry)) - _ROLE_KEYS)
-    if unknown:
-        raise ConfigurationError(
-            f"{where}: unknown key {', '.join(map(repr, unknown))} "
-            f"(a role takes {', '.join(sorted(_ROLE_KEYS - {'role'}))})"
-        )
+    _refuse_unknown_keys(where, entry, _ROLE_KEYS, "a role takes", _ROLE_KEYS - {"role"})
     src = entry.get("src") or entry.get("role") or entry.get("name")
     if not isinstance(src, str) or not src.strip():
         raise ConfigurationError(f"{where}: a role needs 'src' (or a Galaxy 'name')")
@@ -147,17 +142,23 @@ def _role(where: str, entry: Any) -> RoleRequirement:
     return RoleRequirement(str(name), src)
 
 
+def _refuse_unknown_keys(
+    where: str, entry: dict[Any, Any], known: frozenset[str], takes: str, shown: frozenset[str]
+) -> None:
+    unknown = sorted(set(map(str, entry)) - known)
+    if unknown:
+        raise ConfigurationError(
+            f"{where}: unknown key {', '.join(map(repr, unknown))} "
+            f"({takes} {', '.join(sorted(shown))})"
+        )
+
+
 def _collection(where: str, entry: Any) -> CollectionRequirement:
     if isinstance(entry, str):
         entry = {"name": entry}
     if not isinstance(entry, dict):
         raise ConfigurationError(f"{where}: a collection is a name or a mapping, not {entry!r}")
-    unknown = sorted(set(map(str, entry)) - _COLLECTION_KEYS)
-    if unknown:
-        raise ConfigurationError(
-            f"{where}: unknown key {', '.join(map(repr, unknown))} "
-            f"(a collection takes {', '.join(sorted(_COLLECTION_KEYS))})"
-        )
+    _refuse_unknown_keys(where, entry, _COLLECTION_KEYS, "a collection takes", _COLLECTION_KEYS)
     name = entry.get("name")
     if not isinstance(name, str) or not name.strip():
         raise ConfigurationError(f"{where}: a collection needs a 'name'")
