@@ -106,10 +106,16 @@ def tag_flow_run(result: PlaybookResult) -> None:
 class _NoTracebackForExpected(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if record.exc_info and isinstance(record.exc_info[1], FleetflowError):
+            if record.msg == _ENGINE_EXIT:
+                # The flow run process ending on the flow's own (already logged) failure:
+                # "unexpected exception" under an expected failure misled operators.
+                return False
             record.exc_info, record.exc_text = None, None
         return True
 
 
+# What Prefect's flow engine logs when a flow run process ends on a raised exception.
+_ENGINE_EXIT = "Engine execution exited with unexpected exception"
 _QUIET = _NoTracebackForExpected()
 # The loggers Prefect's task and flow engines report a raised exception through.
 _ENGINE_LOGGERS = ("prefect.task_runs", "prefect.flow_runs")

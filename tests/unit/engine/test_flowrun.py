@@ -81,3 +81,20 @@ def test_prefect_engines_log_our_errors_without_traceback_and_bugs_with_one(
     assert all(f.filter(record) for f in logging.getLogger("prefect.task_runs").filters)
     assert (record.exc_info is not None) is traceback_kept
     assert repr(error) in record.getMessage()
+
+
+def test_the_engines_exit_line_goes_for_our_errors_and_stays_for_bugs() -> None:
+    quiet_expected_failures()
+    engine_filters = logging.getLogger("prefect.flow_runs").filters
+    for error, shown in (
+        (NoHostsMatched("limit 'x' matches no host"), False),
+        (KeyError("bug"), True),
+    ):
+        try:
+            raise error
+        except Exception:
+            record = logging.LogRecord(
+                "prefect.flow_runs", logging.ERROR, __file__, 1,
+                "Engine execution exited with unexpected exception", (), sys.exc_info(),
+            )  # fmt: skip
+        assert all(f.filter(record) for f in engine_filters) is shown
