@@ -16,8 +16,8 @@ from prefect import flow
 from prefect.blocks.system import Secret
 from prefect.client.orchestration import get_client
 
-from fleetflow.engine.run import run_playbook
-from fleetflow.exceptions import ConfigurationError, PlaybookFailed
+from fleetflow.engine.run import resolve_hosts, run_playbook
+from fleetflow.exceptions import ConfigurationError, InventoryError, PlaybookFailed
 from fleetflow.lab import Lab
 from fleetflow.results import PlaybookResult, RunStatus
 
@@ -144,22 +144,25 @@ def test_every_secret_kind_is_used_and_found_nowhere(lab: Lab, tmp_path: Path) -
     assert _files_containing([n.encode() for n in needles], roots) == []
 
 
-def test_a_vaulted_inventory_without_its_password_fails_and_touches_no_host(
+def test_a_vaulted_inventory_without_its_password_is_refused_before_any_host(
     lab: Lab, tmp_path: Path
 ) -> None:
-    """ansible-playbook exits 4 (its parser error, also "unreachable") and runs nothing:
-    every host skipped, which once ended the run Completed."""
+    """Listing hosts does not open vaulted vars files, so the preflight passed, and
+    ansible-playbook then exited 4 with every host skipped: a run once ended Completed."""
     Secret(value=lab.key_path.read_text()).save("ff-test-ssh-key", overwrite=True)
     inventory = _vaulted_inventory(lab, tmp_path, secrets.token_urlsafe(18), "t0ken-unused")
     for host in lab.hosts():
         lab.ssh(host.name, "rm -f /root/ff-vault-digest")
-    with pytest.raises(PlaybookFailed, match="no vault secrets") as caught:
+    # Asking which hosts a playbook would run on needs no password (flows do, before runs
+    # that will have it).
+    assert set(resolve_hosts.fn("ping", inventory=str(inventory))) == {h.name for h in lab.hosts()}
+    expected = r"vault-encrypted file \(group_vars/all/vault.yml\).*vault_password_secret"
+    with pytest.raises(InventoryError, match=expected):
         in_flow(
             str(REPO / "tests/fixtures/playbooks/secrets.yml"),
             inventory=str(inventory),
             ssh_key_secret="ff-test-ssh-key",
         )
-    assert "with no host failed or unreachable" in str(caught.value)
     for host in lab.hosts():
         probe = lab.ssh(host.name, "test -e /root/ff-vault-digest || echo absent")
         assert probe.stdout == "absent\n"

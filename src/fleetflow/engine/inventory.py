@@ -35,12 +35,14 @@ __all__ = [
     "inventory_names",
     "playbook_names",
     "preflight",
+    "require_vault_password",
     "resolve_inventory",
     "resolve_playbook",
 ]
 
 _PLAYBOOK_SUFFIXES = (".yml", ".yaml")
 _HOST_LINE = re.compile(r"^ {6}(\S.*)$")
+_VAULT_HEADER = b"$ANSIBLE_VAULT;"
 # What a playbook or environment may be called to be chosen by name.
 _REPOSITORY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,99}$")
 
@@ -128,6 +130,45 @@ def _require_hosts_file(inventory: Path) -> None:
     if not sources:
         hint = " (the lab's is written by 'fleetflow lab up')" if inventory.name == "lab" else ""
         raise InventoryError(f"inventory {inventory} has no hosts file{hint}")
+
+
+def require_vault_password(inventory: Path) -> None:
+    """For a run without a vault password: refuse an inventory with a vault-encrypted
+    file. Ansible opens such a vars file for every host it loads, so without the password
+    it plays nothing; the preflight's host listing does not load them, so it passed and
+    the run failed (exit 4) with every host skipped. (Not in the preflight: resolve_hosts
+    asks for hosts without a run's secrets.)"""
+    if not inventory.is_dir():
+        return
+    for path in _files_below(inventory):
+        if _vault_encrypted(path):
+            raise InventoryError(
+                f"inventory {inventory.name} has a vault-encrypted file "
+                f"({path.relative_to(inventory)}) and the run has no vault password: "
+                "name its Secret block with vault_password_secret"
+            )
+
+
+def _files_below(directory: Path) -> list[Path]:
+    """Every file below `directory`, through symlinked directories (a named lab's
+    group_vars is one), each real directory once."""
+    files, seen = [], set()
+    for root, dirs, names in os.walk(directory, followlinks=True):
+        real = os.path.realpath(root)
+        if real in seen:
+            dirs.clear()
+            continue
+        seen.add(real)
+        files += [Path(root) / name for name in sorted(names)]
+    return files
+
+
+def _vault_encrypted(path: Path) -> bool:
+    try:
+        with path.open("rb") as handle:
+            return handle.read(len(_VAULT_HEADER)) == _VAULT_HEADER
+    except OSError:
+        return False
 
 
 def preflight(request: RunRequest) -> Preflight:

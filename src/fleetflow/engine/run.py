@@ -27,7 +27,12 @@ from fleetflow.engine.flowrun import (
     quiet_expected_failures,
     tag_flow_run,
 )
-from fleetflow.engine.inventory import host_groups, preflight, resolve_inventory
+from fleetflow.engine.inventory import (
+    host_groups,
+    preflight,
+    require_vault_password,
+    resolve_inventory,
+)
 from fleetflow.engine.publish import progress_artifact, publish_run
 from fleetflow.engine.request import RunRequest
 from fleetflow.engine.retry import RetryPolicy
@@ -211,6 +216,8 @@ def _run(
     groups = background.submit(_groups, request.inventory, request.project_dir)
     try:
         plan = preflight(request)
+        if request.secrets.vault_password is None:
+            require_vault_password(plan.inventory)
     finally:
         background.shutdown(wait=False)
     logger.info(

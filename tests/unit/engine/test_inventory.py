@@ -8,7 +8,12 @@ from typing import Any
 import pytest
 
 from fleetflow.engine._ansible import natural_key, parse_graph
-from fleetflow.engine.inventory import _parse_listing, resolve_inventory, resolve_playbook
+from fleetflow.engine.inventory import (
+    _parse_listing,
+    require_vault_password,
+    resolve_inventory,
+    resolve_playbook,
+)
 from fleetflow.engine.variables import check_variables
 from fleetflow.exceptions import ConfigurationError, InventoryError, PlaybookError
 from tests.conftest import REPO
@@ -73,3 +78,19 @@ def test_host_groups_include_ancestors_but_not_all_or_ungrouped() -> None:
     assert parse_graph(graph) == {
         "solo": [], "web-01": ["batch", "eu", "web"], "db-01": ["eu"],
     }  # fmt: skip
+
+
+def test_a_vault_encrypted_inventory_file_needs_the_vault_password(tmp_path: Path) -> None:
+    inventory = tmp_path / "staging"
+    (inventory / "group_vars" / "all").mkdir(parents=True)
+    (inventory / "hosts.yml").write_text("all: {hosts: {a: {}}}\n")
+    (inventory / "group_vars" / "all" / "plain.yml").write_text("x: 1\n")
+    require_vault_password(inventory)  # nothing encrypted: nothing to refuse
+    shared = tmp_path / "shared_vars"
+    shared.mkdir()
+    (shared / "db.yml").write_text("$ANSIBLE_VAULT;1.1;AES256\n3133\n")
+    (inventory / "host_vars").symlink_to(shared)  # as a named lab's group_vars link
+    (shared / "loop").symlink_to(shared)  # a cycle is walked once
+    with pytest.raises(InventoryError, match=r"vault-encrypted file \(host_vars/db.yml\).*"
+                       r"vault_password_secret"):  # fmt: skip
+        require_vault_password(inventory)
