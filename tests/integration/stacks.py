@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import secrets
+import signal
 import socket
 import subprocess
 import sys
@@ -18,6 +20,8 @@ from typing import Any
 
 import httpx
 import psycopg2
+
+from fleetflow.stack._procs import processes_marked
 
 from ..conftest import REPO
 from ..project import make_project
@@ -219,5 +223,16 @@ def running_stack(
         assert deploy.returncode == 0, deploy.stdout + deploy.stderr
         yield running
     finally:
-        running.cli(str(BIN / "fleetflow"), "stack", "down")
-        _drop_database(database)
+        try:
+            running.cli(str(BIN / "fleetflow"), "stack", "down")
+        finally:
+            # Also when `stack down` failed or a timeout interrupted it: nothing of this
+            # stack may outlive the test (a server left running kept its port and database).
+            _kill_marked(str(directory.resolve()))
+            _drop_database(database)
+
+
+def _kill_marked(mark: str) -> None:
+    for pid in processes_marked(mark):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
