@@ -16,6 +16,8 @@ from typing import Any
 import yaml
 from ansible.parsing.vault import VaultLib, VaultSecret, is_encrypted
 
+from fleetflow.engine.inventory import files_below
+
 __all__ = ["MIN_LENGTH", "vaulted_values"]
 
 MIN_LENGTH = 6
@@ -28,7 +30,8 @@ def _files(roots: Iterable[Path]) -> Iterator[Path]:
         if root.is_file():
             yield root
         elif root.is_dir():
-            yield from (p for p in sorted(root.rglob("*")) if p.is_file() and p.suffix in _SUFFIXES)
+            # Through symlinked directories too: Ansible reads a linked group_vars.
+            yield from (p for p in files_below(root) if p.suffix in _SUFFIXES)
 
 
 class _Vaulted(str):

@@ -30,6 +30,7 @@ from fleetflow.exceptions import (
 
 __all__ = [
     "Preflight",
+    "files_below",
     "host_addresses",
     "host_groups",
     "inventory_names",
@@ -140,7 +141,7 @@ def require_vault_password(inventory: Path) -> None:
     asks for hosts without a run's secrets.)"""
     if not inventory.is_dir():
         return
-    for path in _files_below(inventory):
+    for path in files_below(inventory):
         if _vault_encrypted(path):
             raise InventoryError(
                 f"inventory {inventory.name} has a vault-encrypted file "
@@ -149,7 +150,7 @@ def require_vault_password(inventory: Path) -> None:
             )
 
 
-def _files_below(directory: Path) -> list[Path]:
+def files_below(directory: Path) -> list[Path]:
     """Every file below `directory`, through symlinked directories (a named lab's
     group_vars is one), each real directory once."""
     files, seen = [], set()

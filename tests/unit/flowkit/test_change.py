@@ -156,3 +156,8 @@ def test_vaulted_values_from_whole_files_and_inline(tmp_path: Path) -> None:
     assert "s3cr3t-db-pass" in found and "inline-token-value" in found
     assert "abc" not in found and "visible-value" not in found  # short; not vaulted
     assert vaulted_values([tmp_path / "inventory"], "wrong password") == []
+    # A named lab's (or a real environment's) group_vars may be a link to shared ones.
+    (tmp_path / "linked").mkdir()
+    (tmp_path / "linked" / "group_vars").symlink_to(tmp_path / "inventory" / "group_vars")
+    linked = vaulted_values([tmp_path / "linked"], "vault-pass-1")
+    assert "s3cr3t-db-pass" in linked and "inline-token-value" in linked
