@@ -105,13 +105,18 @@ class Stack:
         return f"http://{self.host}:{self.port}/api"
 
     @property
+    def _home(self) -> Path:
+        """The server's PREFECT_HOME (its SQLite database when no URL is given)."""
+        return self.directory / "home"
+
+    @property
     def database_label(self) -> str:
         if self.server_url:
             return "(remote server)"
         if self.database is None and self._remembered_database:
             return self._remembered_database
         if self.database is None:
-            return f"sqlite:{self.directory / 'home' / 'prefect.db'}"
+            return f"sqlite:{self._home / 'prefect.db'}"
         return masked(self.database)
 
     # -- credentials ---------------------------------------------------------------------
@@ -169,7 +174,7 @@ class Stack:
     def _env(self, extra: dict[str, str]) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API_DATABASE")}
         env.update(
-            PREFECT_HOME=str(self.directory / "home"),
+            PREFECT_HOME=str(self._home),
             PREFECT_SERVER_ANALYTICS_ENABLED="false",
             FLEETFLOW_PROJECT_DIR=str(self.project_dir),
             PYTHONUNBUFFERED="1",
@@ -298,7 +303,7 @@ class Stack:
         """Bring the schema to Prefect's newest; nothing to do (and no 10-20 s of Prefect
         importing its migrations) when the database is already there."""
         heads = head_revisions("sqlite" if self.database is None else "postgresql")
-        current = schema_revisions(self.database, self.directory / "home" / "prefect.db")
+        current = schema_revisions(self.database, self._home / "prefect.db")
         if heads is not None and current == heads:
             phase("database %s: schema current (%s)", self.database_label, ", ".join(heads))
             return
