@@ -10,6 +10,7 @@ import typing as _typing
 
 from fleetflow.engine.retry import RetryPolicy
 from fleetflow.exceptions import (
+    AccessError,
     AlertError,
     ApprovalError,
     ConfigurationError,
@@ -36,6 +37,7 @@ if _typing.TYPE_CHECKING:
     from fleetflow.engine.run import resolve_hosts, run_playbook
 
 __all__ = [
+    "AccessError",
     "AlertError",
     "ApprovalError",
     "ConfigurationError",

@@ -10,6 +10,7 @@
     ├── LabError                  the lab fleet could not be built or changed
     │   └── PrerequisiteMissing     not root, missing tool (says how to get it)
     ├── StackError                the Prefect server/workers could not be started or stopped
+    ├── AccessError               a user/audit change or lookup was refused or failed
     ├── HostLockTimeout           the hosts stayed locked by other runs past the lock timeout
     ├── InBlackout                a blackout window is open over the hosts; nothing was run
     ├── SensorTimeout             a sensor's condition was not met within its timeout
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
     from fleetflow.results import PlaybookResult
 
 __all__ = [
+    "AccessError",
     "AlertError",
     "ApprovalError",
     "ConfigurationError",
@@ -88,6 +90,11 @@ class PrerequisiteMissing(LabError):
 
 class StackError(FleetflowError):
     """The stack (Prefect server, database, workers) could not be started, changed or stopped."""
+
+
+class AccessError(FleetflowError):
+    """The access store (users, roles, audit, lockouts) refused a change or could not be
+    reached; the message says which user or what to fix, never a password."""
 
 
 class AlertError(FleetflowError):
