@@ -13,7 +13,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from fleetflow.exceptions import FleetflowError
-from fleetflow.ops._access_cli import add_access_commands
 from fleetflow.ops._errors import api_error_line
 from fleetflow.ops._progress import show_progress
 from fleetflow.ops._target import api_config, prefect_api
@@ -188,7 +187,8 @@ def _history(args: argparse.Namespace) -> int:
         return 0
     for r in records:
         where = f"{r.flow}/{r.deployment}" if r.deployment else r.flow
-        print(f"{r.created}  {where:<28} {r.state:<10} by {r.trigger:<24} {r.name}")
+        who = f"by {r.triggered_by:<24} {str(r.approval) if r.approval else '-':<20}"
+        print(f"{r.created}  {where:<28} {r.state:<10} {who} {r.name}")
         print(f"    parameters: {json.dumps(r.parameters, sort_keys=True)}")
         print("    hosts: " + (", ".join(f"{h}={s}" for h, s in r.hosts.items()) or "(none)"))
     return 0
@@ -430,7 +430,6 @@ def _parser() -> argparse.ArgumentParser:
 
     _add_observability(commands)
     _add_run(commands)
-    add_access_commands(commands)
 
     bench = commands.add_parser(
         "bench", help="run a benchmark on a lab of its own; writes bench/RESULTS.md",

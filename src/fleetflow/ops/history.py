@@ -14,13 +14,14 @@ from prefect.client.orchestration import SyncPrefectClient
 from prefect.client.schemas.filters import (
     ArtifactFilter,
     ArtifactFilterFlowRunId,
+    ArtifactFilterKey,
     DeploymentFilter,
     DeploymentFilterId,
     FlowRunFilter,
     FlowRunFilterExpectedStartTime,
 )
 from prefect.client.schemas.objects import FlowRun
-from prefect.client.schemas.sorting import FlowRunSort
+from prefect.client.schemas.sorting import ArtifactSort, FlowRunSort
 from prefect.events.filters import (
     EventFilter,
     EventNameFilter,
@@ -42,16 +43,40 @@ from fleetflow.engine.publish import (
 from fleetflow.engine.secrets import MASK
 
 __all__ = [
+    "APPROVAL_KEY",
+    "BY_TAG",
+    "ApprovalRecord",
     "HostRunRecord",
     "RunRecord",
     "mask_parameters",
+    "read_approval",
     "read_history",
     "read_host_history",
     "trigger_of",
+    "triggered_by",
 ]
 
 # Parameter names that hold secrets; `*_secret` parameters hold block *names* and stay.
 _SECRET_NAME = re.compile(r"pass(word)?|secret|token|credential|private|api_?key", re.I)
+# The tag the access gateway puts on every flow run created through it: `by:<login>`.
+BY_TAG = "by:"
+# The artifact flowkit/change.py records a change decision in (a key/value markdown table).
+APPROVAL_KEY = "approval"
+# Runs per artifacts query: the server caps a page at PREFECT_SERVER_API_DEFAULT_LIMIT (200).
+_PAGE = 200
+# A cell boundary in a markdown table row: a `|` that markdown_cell did not escape.
+_CELL = re.compile(r"(?<!\\)\|")
+
+
+@dataclass(frozen=True)
+class ApprovalRecord:
+    """A change decision: approved, rejected or expired; who decided (None: nobody did)."""
+
+    decision: str
+    approver: str | None
+
+    def __str__(self) -> str:
+        return f"{self.decision} by {self.approver}" if self.approver else self.decision
 
 
 @dataclass
@@ -61,12 +86,14 @@ class RunRecord:
     flow: str
     deployment: str
     state: str
-    trigger: str
+    trigger: str  # how the server saw it start (trigger_of), kept for older readers
     created: str
     started: str | None
     ended: str | None
     parameters: dict[str, Any]
     hosts: dict[str, str] = field(default_factory=dict)
+    triggered_by: str = ""
+    approval: ApprovalRecord | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -94,6 +121,58 @@ def trigger_of(run: FlowRun, automations: dict[str, str]) -> str:
     if run.created_by and run.created_by.display_value:
         return f"{(run.created_by.type or 'user').lower()} {run.created_by.display_value}"
     return "api"  # `prefect deployment run`, the UI or a script, with the API credentials
+
+
+def triggered_by(run: FlowRun, automations: dict[str, str]) -> str:
+    """`user <login>` from the gateway's `by:` tag, else trigger_of's answer.
+
+    A schedule or an automation stays what it is even with a `by:` tag: such a tag can
+    only come from the deployment's own tags, which Prefect copies onto every run.
+    """
+    how = trigger_of(run, automations)
+    users = sorted({t.removeprefix(BY_TAG) for t in run.tags if t.startswith(BY_TAG)})
+    if not users or how == "schedule" or how.startswith("automation "):
+        return how
+    return "user " + ", ".join(users)
+
+
+def read_approval(markdown: str) -> ApprovalRecord | None:
+    """The decision in an `approval` artifact's key/value table; None if it holds none."""
+    rows: dict[str, str] = {}
+    for line in markdown.splitlines():
+        cells = [c.strip().replace("\\|", "|") for c in _CELL.split(line.strip())[1:-1]]
+        if len(cells) == 2:
+            rows[cells[0]] = cells[1]
+    decision = rows.get("outcome", "").strip("*")
+    if not decision:
+        return None
+    approver = rows.get("approver", "-")
+    return ApprovalRecord(decision, None if approver in ("", "-") else approver)
+
+
+def _approvals(client: SyncPrefectClient, run_ids: list[str]) -> dict[str, ApprovalRecord]:
+    """Each run's latest decision: one artifacts query per _PAGE runs, not one per run."""
+    found: dict[str, ApprovalRecord] = {}
+    for start in range(0, len(run_ids), _PAGE):
+        ids = run_ids[start : start + _PAGE]
+        wanted = ArtifactFilter(
+            flow_run_id=ArtifactFilterFlowRunId(any_=ids),
+            key=ArtifactFilterKey(any_=[APPROVAL_KEY]),
+        )
+        offset = 0
+        while True:
+            page = client.read_artifacts(
+                artifact_filter=wanted, sort=ArtifactSort.CREATED_DESC, limit=_PAGE, offset=offset
+            )
+            for artifact in page:  # newest first: a retried run's last decision wins
+                run = str(artifact.flow_run_id)
+                data = artifact.data if isinstance(artifact.data, str) else ""
+                if run not in found and (approval := read_approval(data)):
+                    found[run] = approval
+            if len(page) < _PAGE:
+                break
+            offset += _PAGE
+    return found
 
 
 def _hosts(client: SyncPrefectClient, run: FlowRun) -> dict[str, str]:
@@ -152,10 +231,14 @@ def read_history(
                 trigger=trigger_of(run, automations), created=_stamp(run.created) or "",
                 started=_stamp(run.start_time), ended=_stamp(run.end_time),
                 parameters=mask_parameters(run.parameters), hosts=hosts,
+                triggered_by=triggered_by(run, automations),
             )
         )  # fmt: skip
         if len(records) >= limit:
             break
+    approvals = _approvals(client, [r.id for r in records])
+    for record in records:
+        record.approval = approvals.get(record.id)
     return records
 
 
