@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from fleetflow.exceptions import FleetflowError
+from fleetflow.ops._access_cli import add_access_commands
 from fleetflow.ops._errors import api_error_line
 from fleetflow.ops._progress import show_progress
 from fleetflow.ops._target import api_config, prefect_api
@@ -430,6 +431,7 @@ def _parser() -> argparse.ArgumentParser:
 
     _add_observability(commands)
     _add_run(commands)
+    add_access_commands(commands)
 
     bench = commands.add_parser(
         "bench", help="run a benchmark on a lab of its own; writes bench/RESULTS.md",
