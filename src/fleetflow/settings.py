@@ -94,8 +94,23 @@ class FleetflowSettings(BaseSettings):
         default=None,
         description="URL of a Prefect server elsewhere: `stack up` then starts only workers.",
     )
-    api_host: str = Field(default="127.0.0.1", description="Address the Prefect server binds.")
-    api_port: int = Field(default=4200, ge=1, le=65535, description="Port of the Prefect server.")
+    api_host: str = Field(
+        default="127.0.0.1",
+        description="Address the stack's access gateway binds (the Prefect server behind it "
+        "listens on loopback only).",
+    )
+    api_port: int = Field(
+        default=4200, ge=1, le=65535,
+        description="Port of the stack's access gateway: the UI and the API.",
+    )  # fmt: skip
+    tls_cert: Path | None = Field(
+        default=None,
+        description="PEM certificate (chain) the access gateway serves HTTPS with; "
+        "set with FLEETFLOW_TLS_KEY.",
+    )
+    tls_key: Path | None = Field(
+        default=None, description="PEM private key of FLEETFLOW_TLS_CERT (keep it mode 0600)."
+    )
 
     @field_validator("fact_cache_dir", mode="before")
     @classmethod

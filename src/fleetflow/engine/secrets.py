@@ -35,12 +35,15 @@ __all__ = [
     "RunSecrets",
     "load_secret",
     "mask",
+    "mask_parameters",
     "masked_forms",
     "secret_variable",
     "write_private",
 ]
 
 MASK = "********"
+# Parameter names whose values are secrets (a `*_secret` names a secret, holds none).
+_SECRET_NAME = re.compile(r"pass(word)?|secret|token|credential|private|api_?key", re.I)
 # Fragments shorter than this are not masked on their own (they would mask common words).
 _MIN_FRAGMENT = 12
 # Secrets at least this long are also masked in their transformed forms.
@@ -193,3 +196,14 @@ class Masker:
 def mask(text: str, values: list[str]) -> str:
     """`text` with every secret of `values`, in every form of `masked_forms`, masked."""
     return Masker(values)(text)
+
+
+def mask_parameters(value: Any, key: str = "") -> Any:
+    """Parameters with the values of secret-looking names (at any depth) masked."""
+    if isinstance(value, dict):
+        return {k: mask_parameters(v, str(k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [mask_parameters(v, key) for v in value]
+    if key and _SECRET_NAME.search(key) and not key.endswith("_secret") and value is not None:
+        return MASK
+    return value

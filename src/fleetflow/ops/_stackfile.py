@@ -30,6 +30,8 @@ class StackState:
     port: int
     database: str  # a label with the password masked, as `stack status` prints it
     server_url: str | None = None  # set when the server runs elsewhere
+    tls_cert: Path | None = None  # the gateway serves HTTPS with this certificate
+    tls_key: Path | None = None
 
     def __repr__(self) -> str:
         return f"StackState(api_url={self.api_url!r}, database={self.database!r})"
@@ -56,6 +58,8 @@ class StackState:
             port=int(port),
             database=str(data.get("database", "")),
             server_url=data.get("server_url") or None,
+            tls_cert=Path(data["tls_cert"]) if data.get("tls_cert") else None,
+            tls_key=Path(data["tls_key"]) if data.get("tls_key") else None,
         )
 
     def auth(self) -> str | None:

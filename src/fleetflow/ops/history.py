@@ -40,7 +40,7 @@ from fleetflow.engine.publish import (
     iter_events,
     table_hosts,
 )
-from fleetflow.engine.secrets import MASK
+from fleetflow.engine.secrets import mask_parameters
 
 __all__ = [
     "APPROVAL_KEY",
@@ -56,8 +56,6 @@ __all__ = [
     "triggered_by",
 ]
 
-# Parameter names that hold secrets; `*_secret` parameters hold block *names* and stay.
-_SECRET_NAME = re.compile(r"pass(word)?|secret|token|credential|private|api_?key", re.I)
 # The tag the access gateway puts on every flow run created through it: `by:<login>`.
 BY_TAG = "by:"
 # The artifact flowkit/change.py records a change decision in (a key/value markdown table).
@@ -97,17 +95,6 @@ class RunRecord:
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def mask_parameters(value: Any, key: str = "") -> Any:
-    """Parameters with the values of secret-looking names (at any depth) masked."""
-    if isinstance(value, dict):
-        return {k: mask_parameters(v, str(k)) for k, v in value.items()}
-    if isinstance(value, list):
-        return [mask_parameters(v, key) for v in value]
-    if key and _SECRET_NAME.search(key) and not key.endswith("_secret") and value is not None:
-        return MASK
-    return value
 
 
 def trigger_of(run: FlowRun, automations: dict[str, str]) -> str:

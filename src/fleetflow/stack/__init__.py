@@ -7,6 +7,7 @@ from fleetflow.stack._config import (
     WorkPoolSpec,
     parse_worker_option,
 )
+from fleetflow.stack._gateway import Tls
 from fleetflow.stack._stack import Stack, StackStatus
 
 __all__ = [
@@ -14,6 +15,7 @@ __all__ = [
     "Stack",
     "StackConfig",
     "StackStatus",
+    "Tls",
     "WorkPoolSpec",
     "WorkerSpec",
     "parse_worker_option",

@@ -5,7 +5,9 @@ from __future__ import annotations
 import importlib.util
 import re
 import sqlite3
+from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 import psycopg2
 from psycopg2 import sql
@@ -15,6 +17,8 @@ from sqlalchemy.exc import ArgumentError
 from fleetflow.exceptions import StackError
 
 __all__ = [
+    "DatabaseSecrets",
+    "database_secrets",
     "database_url",
     "ensure_database",
     "head_revisions",
@@ -133,3 +137,25 @@ def _connect(url: URL, dbname: str) -> psycopg2.extensions.connection:
         dbname=dbname,
         connect_timeout=10,
     )
+
+
+@dataclass(frozen=True)
+class DatabaseSecrets:
+    exact: frozenset[str]  # a variable holding only this is dropped (PGPASSWORD)
+    inside: tuple[str, ...]  # a variable containing any of these is dropped (URLs)
+
+
+def database_secrets(url: URL | None) -> DatabaseSecrets:
+    """The database URL in the forms a variable may hold it, and its password."""
+    if url is None:
+        return DatabaseSecrets(frozenset(), ())
+    forms = {
+        url.render_as_string(hide_password=False),
+        url.set(drivername="postgresql").render_as_string(hide_password=False),
+    }
+    if not url.password:
+        return DatabaseSecrets(frozenset(), tuple(forms))
+    user, password = url.username or "", str(url.password)
+    # Any URL carrying these credentials, whatever its driver or encoding.
+    forms |= {f"{user}:{password}@", f"{quote(user, safe='')}:{quote(password, safe='')}@"}
+    return DatabaseSecrets(frozenset({password}), tuple(forms))

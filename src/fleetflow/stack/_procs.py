@@ -10,7 +10,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-__all__ = ["ServiceProcess", "processes_marked", "spawn", "stop_all"]
+__all__ = ["ServiceProcess", "processes_marked", "spawn", "stop_all", "tail", "tail_file"]
 
 # Every process the stack starts carries this variable (and its children inherit it),
 # so `down` finds stragglers such as flow-run processes or SSH control masters.
@@ -134,3 +134,14 @@ def stop_all(services: list[ServiceProcess], mark: str, grace: float = 15.0) -> 
         _signal_groups(stragglers, signal.SIGKILL)
         time.sleep(0.5)
     return processes_marked(mark)
+
+
+def tail(text: str, lines: int = 30) -> str:
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def tail_file(path: Path) -> str:
+    try:
+        return tail(path.read_text(errors="replace"))
+    except OSError:
+        return f"(no log at {path})"

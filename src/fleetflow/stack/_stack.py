@@ -13,12 +13,13 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import quote
 
 import httpx
 
 from fleetflow._prefect import LEASE_STORAGE_FILESYSTEM
 from fleetflow._progress import phase, step
+from fleetflow.access import AccessStore
+from fleetflow.access._locate import ACCESS_DB_FILE
 from fleetflow.engine.secrets import write_private
 from fleetflow.engine.sweep import sweep_stale_run_dirs
 from fleetflow.exceptions import StackError
@@ -27,14 +28,16 @@ from fleetflow.ops._stackfile import AUTH_FILE, STATE_FILE
 from fleetflow.settings import get_settings
 from fleetflow.stack._config import StackConfig, WorkerSpec
 from fleetflow.stack._database import (
+    database_secrets,
     database_url,
     ensure_database,
     head_revisions,
     masked,
     schema_revisions,
 )
+from fleetflow.stack._gateway import Tls, free_loopback_port, start_gateway
 from fleetflow.stack._pool import apply_work_pool, worker_states
-from fleetflow.stack._procs import MARK_VARIABLE, ServiceProcess, spawn, stop_all
+from fleetflow.stack._procs import MARK_VARIABLE, ServiceProcess, spawn, stop_all, tail, tail_file
 
 __all__ = ["Stack", "StackStatus"]
 
@@ -63,12 +66,6 @@ class StackStatus:
         return self.server_healthy and all(alive for _, alive in self.processes)
 
 
-@dataclass(frozen=True)
-class _Secrets:
-    exact: frozenset[str]  # a variable holding only this is dropped (PGPASSWORD)
-    inside: tuple[str, ...]  # a variable containing any of these is dropped (URLs)
-
-
 class Stack:
     """`up`, `status` and `down` of the services one machine runs, state in `directory`."""
 
@@ -83,6 +80,7 @@ class Stack:
         server_url: str | None = None,
         auth: str | None = None,
         database_label: str | None = None,
+        tls: Tls | None = None,
     ) -> None:
         self.directory = directory.resolve()
         # A server elsewhere: this machine only runs workers (and launchers) for it.
@@ -97,12 +95,28 @@ class Stack:
         self.auth_file = self.directory / AUTH_FILE
         self._auth = auth  # read or generated once, then kept: auth() is called in loops
         self._auth_given = auth is not None
+        self.tls = tls.checked() if tls else None
+        # The server behind the gateway: loopback, a port chosen when it starts.
+        self._internal_port = self._remembered_internal_port()
 
     @property
     def api_url(self) -> str:
         if self.server_url:
             return self.server_url if self.server_url.endswith("/api") else f"{self.server_url}/api"
-        return f"http://{self.host}:{self.port}/api"
+        scheme = "https" if self.tls else "http"
+        return f"{scheme}://{self.host}:{self.port}/api"
+
+    @property
+    def internal_api_url(self) -> str:
+        """Where this machine's workers and the stack itself reach the server: past the
+        gateway, with the internal credential (a remote server: its public URL)."""
+        if self.server_url or self._internal_port is None:
+            return self.api_url
+        return f"http://127.0.0.1:{self._internal_port}/api"
+
+    @property
+    def _verify(self) -> bool | str:
+        return str(self.tls.cert) if self.tls else True
 
     @property
     def _home(self) -> Path:
@@ -151,6 +165,13 @@ class Stack:
 
     # -- state -------------------------------------------------------------------------
 
+    def _remembered_internal_port(self) -> int | None:
+        try:
+            port = json.loads(self._state_file.read_text()).get("internal_port")
+        except (OSError, ValueError, AttributeError):
+            return None
+        return int(port) if isinstance(port, int) else None
+
     def _load(self) -> list[ServiceProcess]:
         try:
             state = json.loads(self._state_file.read_text())
@@ -165,6 +186,9 @@ class Stack:
             "api_url": self.api_url,
             "host": self.host,
             "port": self.port,
+            "internal_port": self._internal_port,
+            "tls_cert": str(self.tls.cert) if self.tls else None,
+            "tls_key": str(self.tls.key) if self.tls else None,
             "server_url": self.server_url,
             "database": self.database_label,
             "processes": [p.to_json() for p in processes],
@@ -186,7 +210,7 @@ class Stack:
     def _worker_env(self, extra: dict[str, str]) -> dict[str, str]:
         """The environment minus the database: workers talk to the API only, and every
         flow run inherits its worker's environment (so a playbook could read it)."""
-        secrets = self._database_secrets()
+        secrets = database_secrets(self.database)
         env = {
             key: value
             for key, value in self._env({}).items()
@@ -196,22 +220,6 @@ class Stack:
         }
         env.update(extra)  # ours, checked by the tests: never a database setting
         return env
-
-    def _database_secrets(self) -> _Secrets:
-        """The database URL in the forms a variable may hold it, and its password."""
-        url = self.database
-        if url is None:
-            return _Secrets(frozenset(), ())
-        forms = {
-            url.render_as_string(hide_password=False),
-            url.set(drivername="postgresql").render_as_string(hide_password=False),
-        }
-        if not url.password:
-            return _Secrets(frozenset(), tuple(forms))
-        user, password = url.username or "", str(url.password)
-        # Any URL carrying these credentials, whatever its driver or encoding.
-        forms |= {f"{user}:{password}@", f"{quote(user, safe='')}:{quote(password, safe='')}@"}
-        return _Secrets(frozenset({password}), tuple(forms))
 
     def _server_env(self, config: StackConfig) -> dict[str, str]:
         extra = {
@@ -248,7 +256,9 @@ class Stack:
             started += self._server_up(config, running)
             self._save(running + started)
             if not self.server_url:  # the server's own stack owns the pool's settings
-                apply_work_pool(self.api_url, self.auth(), config.work_pool, config.warm_launcher)
+                apply_work_pool(
+                    self.internal_api_url, self.auth(), config.work_pool, config.warm_launcher
+                )
                 phase("work pool %s: applied", config.work_pool.name)
             alive_workers = {p.name for p in running if p.role == "worker"}
             new_workers = [w for w in config.workers if w.name not in alive_workers]
@@ -272,11 +282,44 @@ class Stack:
                 raise StackError(f"no Prefect server answers at {self.api_url}")
             phase("server: %s answers; this machine runs workers only", self.api_url)
             return []
+        started = []
         if any(p.role == "server" for p in running):
-            phase("server: already running at %s", self.api_url)
-            return []
-        self._remembered_database = None  # a new server: on the database given now
-        return [self._start_server(config)]
+            phase("server: already running at %s", self.internal_api_url)
+        else:
+            self._remembered_database = None  # a new server: on the database given now
+            started.append(self._start_server(config))
+        if not any(p.role == "gateway" for p in running):
+            try:
+                started.append(self._start_gateway())
+            except BaseException:
+                stop_all(started, mark=f"{self.directory}#none")
+                raise
+        return started
+
+    def _start_gateway(self) -> ServiceProcess:
+        if _port_open(self.host, self.port):
+            raise StackError(f"{self.host}:{self.port} is already in use; choose --port")
+        store = self._access_store_url()
+        access = AccessStore(store)
+        try:
+            access.create()
+        finally:
+            access.close()
+        phase("gateway: starting at %s (users and roles in %s)", self.api_url, access.label)
+        started = time.monotonic()
+        gateway = start_gateway(
+            upstream=self.internal_api_url.removesuffix("/api"), auth_file=self.auth_file,
+            host=self.host, port=self.port, tls=self.tls, env=self._env({}), store_url=store,
+            log=self.directory / "logs" / "gateway.log", cwd=self.directory,
+            health_url=f"{self.api_url}/health",
+        )  # fmt: skip
+        phase("gateway: answering after %.1f s", time.monotonic() - started)
+        return gateway
+
+    def _access_store_url(self) -> str:
+        if self.database is not None:
+            return self.database.render_as_string(hide_password=False)
+        return f"sqlite:///{self.directory / ACCESS_DB_FILE}"
 
     def _prefect(self, *args: str) -> list[str]:
         return [str(Path(sys.executable).parent / "prefect"), *args]
@@ -284,15 +327,18 @@ class Stack:
     def _start_server(self, config: StackConfig) -> ServiceProcess:
         if _port_open(self.host, self.port):
             raise StackError(f"{self.host}:{self.port} is already in use; choose --port")
+        self.auth()  # the internal credential exists before the server and gateway read it
+        self._internal_port = free_loopback_port()
         env = self._server_env(config)
         if self.database is not None and ensure_database(self.database):
             phase("database %s created", self.database.database)
         self._migrate(env)
         started = time.monotonic()
-        phase("server: starting at %s", self.api_url)
+        phase("server: starting at %s (behind the gateway)", self.internal_api_url)
         server = spawn(
             "server", "prefect-server",
-            self._prefect("server", "start", "--host", self.host, "--port", str(self.port)),
+            self._prefect("server", "start", "--host", "127.0.0.1", "--port",
+                          str(self._internal_port)),
             env=env, log=self.directory / "logs" / "server.log", cwd=self.directory,
         )  # fmt: skip
         self._wait_healthy(server)
@@ -315,17 +361,15 @@ class Stack:
             check=False,
         )  # fmt: skip
         if upgrade.returncode != 0:
-            raise StackError(
-                f"database migration failed:\n{_tail(upgrade.stdout + upgrade.stderr)}"
-            )
+            raise StackError(f"database migration failed:\n{tail(upgrade.stdout + upgrade.stderr)}")
         phase("database migrated in %.1f s", time.monotonic() - started)
 
     def _wait_healthy(self, server: ServiceProcess) -> None:
         deadline = time.monotonic() + _SERVER_START_SECONDS
         while time.monotonic() < deadline:
             if not server.alive():
-                raise StackError(f"Prefect server exited:\n{_tail_file(Path(server.log))}")
-            if self.healthy():
+                raise StackError(f"Prefect server exited:\n{tail_file(Path(server.log))}")
+            if _answers(f"{self.internal_api_url}/health", True):
                 return
             time.sleep(0.5)
         raise StackError(f"Prefect server not healthy after {_SERVER_START_SECONDS:.0f} s")
@@ -343,7 +387,7 @@ class Stack:
         bin_dir = str(Path(sys.executable).parent)
         env = self._worker_env(
             {
-                "PREFECT_API_URL": self.api_url,
+                "PREFECT_API_URL": self.internal_api_url,
                 "PREFECT_API_AUTH_STRING": self.auth(),
                 "PREFECT_WORKER_QUERY_SECONDS": str(config.worker_poll_seconds),
                 "FLEETFLOW_WORKER_NAME": worker.name,
@@ -381,14 +425,14 @@ class Stack:
         deadline = time.monotonic() + _WORKER_ONLINE_SECONDS
         while not sock.exists():
             if not launcher.alive() or time.monotonic() > deadline:
-                raise StackError(f"warm launcher did not start:\n{_tail_file(Path(launcher.log))}")
+                raise StackError(f"warm launcher did not start:\n{tail_file(Path(launcher.log))}")
             time.sleep(0.1)
 
     def _wait_workers_online(self, pool: str, names: list[str]) -> None:
         deadline = time.monotonic() + _WORKER_ONLINE_SECONDS
         shown = -1
         while names and time.monotonic() < deadline:
-            states = worker_states(self.api_url, self.auth(), pool)
+            states = worker_states(self.internal_api_url, self.auth(), pool)
             online = sum(states.get(name) == "ONLINE" for name in names)
             if online != shown:
                 step("workers online", online, len(names))
@@ -398,7 +442,7 @@ class Stack:
             for process in self._load():
                 if process.role == "worker" and process.name in names and not process.alive():
                     raise StackError(
-                        f"worker {process.name} exited:\n{_tail_file(Path(process.log))}"
+                        f"worker {process.name} exited:\n{tail_file(Path(process.log))}"
                     )
             time.sleep(0.5)
         if names:
@@ -412,15 +456,13 @@ class Stack:
     # -- status / down -------------------------------------------------------------------
 
     def healthy(self) -> bool:
-        try:
-            return httpx.get(f"{self.api_url}/health", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
+        """Whether the stack answers where users reach it (through the gateway)."""
+        return _answers(f"{self.api_url}/health", self._verify)
 
     def status(self, pool: str = "fleetflow") -> StackStatus:
         processes = [(p, p.alive()) for p in self._load()]
         healthy = self.healthy()
-        workers = worker_states(self.api_url, self.auth(), pool) if healthy else {}
+        workers = worker_states(self.internal_api_url, self.auth(), pool) if healthy else {}
         source = "$FLEETFLOW_API_AUTH" if self._auth_given else f"$(cat {self.auth_file})"
         return StackStatus(
             self.api_url, self.database_label, healthy, processes, workers, auth_source=source
@@ -437,18 +479,14 @@ class Stack:
         self._state_file.unlink(missing_ok=True)
 
 
+def _answers(url: str, verify: bool | str) -> bool:
+    try:
+        return httpx.get(url, timeout=2, verify=verify).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
 def _port_open(host: str, port: int) -> bool:
     with socket.socket() as sock:
         sock.settimeout(1)
         return sock.connect_ex((host, port)) == 0
-
-
-def _tail(text: str, lines: int = 30) -> str:
-    return "\n".join(text.splitlines()[-lines:])
-
-
-def _tail_file(path: Path) -> str:
-    try:
-        return _tail(path.read_text(errors="replace"))
-    except OSError:
-        return f"(no log at {path})"

@@ -1,0 +1,67 @@
+"""The stack's access gateway process: the public port, in front of a loopback server."""
+
+from __future__ import annotations
+
+import socket
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from fleetflow.exceptions import StackError
+from fleetflow.stack._procs import ServiceProcess, spawn, tail_file
+
+__all__ = ["GATEWAY_START_SECONDS", "Tls", "free_loopback_port", "start_gateway"]
+
+GATEWAY_START_SECONDS = 60.0
+STORE_VARIABLE = "FLEETFLOW_ACCESS_STORE"  # read by python -m fleetflow.access
+
+
+@dataclass(frozen=True)
+class Tls:
+    """The gateway's certificate chain and key (PEM files): it serves HTTPS with them."""
+
+    cert: Path
+    key: Path
+
+    def checked(self) -> Tls:
+        for what, path in (("certificate", self.cert), ("key", self.key)):
+            if not path.is_file():
+                raise StackError(f"TLS {what} {path} is not a readable file")
+        return Tls(self.cert.resolve(), self.key.resolve())
+
+
+def free_loopback_port() -> int:
+    """A port nothing listens on now, for the server behind the gateway."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_gateway(
+    *, upstream: str, auth_file: Path, host: str, port: int, tls: Tls | None,
+    env: dict[str, str], store_url: str, log: Path, cwd: Path, health_url: str,
+) -> ServiceProcess:  # fmt: skip
+    argv = [
+        sys.executable, "-m", "fleetflow.access", "--upstream", upstream,
+        "--auth-file", str(auth_file), "--host", host, "--port", str(port),
+    ]  # fmt: skip
+    if tls is not None:
+        argv += ["--tls-cert", str(tls.cert), "--tls-key", str(tls.key)]
+    gateway = spawn(
+        "gateway", "access-gateway", argv, env={**env, STORE_VARIABLE: store_url}, log=log, cwd=cwd
+    )
+    deadline = time.monotonic() + GATEWAY_START_SECONDS
+    verify: bool | str = str(tls.cert) if tls else True
+    while time.monotonic() < deadline:
+        if not gateway.alive():
+            raise StackError(f"the access gateway exited:\n{tail_file(log)}")
+        try:
+            if httpx.get(health_url, timeout=2, verify=verify).status_code == 200:
+                return gateway
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    raise StackError(f"the access gateway did not answer at {health_url}:\n{tail_file(log)}")
