@@ -17,7 +17,7 @@ import pytest
 from fleetflow.lab import Lab
 
 from .faults import CONFIG, new_tag, report
-from .stacks import RunningStack, running_stack
+from .stacks import BIN, RunningStack, running_stack
 from .vault import vault_encrypt
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -81,6 +81,13 @@ def _artifact(stack: RunningStack, run_id: str, key: str) -> str:
     assert rows, f"no {key} artifact"
     data = rows[0][0]
     return str(json.loads(data) if isinstance(data, str) and data.startswith('"') else data)
+
+
+def _history_approval(stack: RunningStack, run_id: str) -> Any:
+    """The run's `approval` as `fleetflow history --json` lists it."""
+    done = stack.cli(str(BIN / "fleetflow"), "history", "--deployment", "playbook/lab", "--json")
+    assert done.returncode == 0, done.stdout + done.stderr
+    return next(r["approval"] for r in json.loads(done.stdout) if r["id"] == run_id)
 
 
 def _releases(lab: Lab) -> dict[str, str]:
@@ -147,6 +154,7 @@ def test_change_is_planned_then_applied_only_on_an_allowed_approval(
         assert DB_PASSWORD in lab.ssh(host.name, f"cat {CONF}").stdout
     decision = _artifact(stack, run_id, "approval")
     assert "**approved**" in decision and "alice" in decision and "CHG-1234" in decision
+    assert _history_approval(stack, run_id) == {"decision": "approved", "approver": "alice"}
     stored = _everything_stored(stack, run_id)
     assert DB_PASSWORD not in stored and VAULT_PASSWORD not in stored
     assert "alice" in _event(stack, "fleetflow.change.approved", "CHG-1234")
@@ -169,6 +177,7 @@ def test_rejected_change_ends_cancelled_with_the_reason_and_changes_nothing(
     state = _wait(stack, run_id, "CANCELLED")
     assert "rejected by bob: not during the freeze" in state[2]
     assert "**rejected**" in _artifact(stack, run_id, "approval")
+    assert _history_approval(stack, run_id) == {"decision": "rejected", "approver": "bob"}
     assert _releases(lab) == before
 
 
@@ -178,6 +187,7 @@ def test_change_without_a_decision_expires_cancelled(stack: RunningStack, lab: L
     state = _wait(stack, run_id, "CANCELLED")
     assert "no decision within 5 s" in state[2], state
     assert "**expired**" in _artifact(stack, run_id, "approval")
+    assert _history_approval(stack, run_id) == {"decision": "expired", "approver": None}
     assert _releases(lab) == before
 
 
