@@ -87,6 +87,10 @@ class ApiConfig:
                 )
             env = {**env, "PREFECT_API_URL": state.api_url}
         config = cls.from_env(env)
+        ours = state is not None and state.api_url == config.url
+        if ours and state is not None and state.tls_cert and not config.cert_file:
+            # The stack's own gateway: trust the certificate it serves.
+            config = dataclasses.replace(config, cert_file=str(state.tls_cert))
         if config.auth:
             return config
         auth = env.get("FLEETFLOW_API_AUTH") or None

@@ -26,11 +26,18 @@ def api_config(stack_dir: Path) -> ApiConfig:
 def prefect_api(stack_dir: Path) -> Iterator[None]:
     """Prefect's client settings pointed at the API `api_config` finds, for this block."""
     config = api_config(stack_dir)  # before importing Prefect: a refusal costs no import
-    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
+    from prefect.settings import (
+        PREFECT_API_AUTH_STRING,
+        PREFECT_API_SSL_CERT_FILE,
+        PREFECT_API_URL,
+        temporary_settings,
+    )
 
     # Settings, not os.environ: Prefect reads the environment once, when it is imported.
     updates: dict[Any, Any] = {PREFECT_API_URL: config.url}
     if config.auth:
         updates[PREFECT_API_AUTH_STRING] = config.auth
+    if config.cert_file:
+        updates[PREFECT_API_SSL_CERT_FILE] = config.cert_file
     with temporary_settings(updates=updates):
         yield

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import ssl
 import sys
 import time
 from dataclasses import dataclass
@@ -54,7 +55,7 @@ def start_gateway(
         "gateway", "access-gateway", argv, env={**env, STORE_VARIABLE: store_url}, log=log, cwd=cwd
     )
     deadline = time.monotonic() + GATEWAY_START_SECONDS
-    verify: bool | str = str(tls.cert) if tls else True
+    verify = ssl.create_default_context(cafile=str(tls.cert)) if tls else True
     while time.monotonic() < deadline:
         if not gateway.alive():
             raise StackError(f"the access gateway exited:\n{tail_file(log)}")

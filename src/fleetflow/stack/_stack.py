@@ -7,6 +7,7 @@ import logging
 import os
 import secrets
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -115,8 +116,11 @@ class Stack:
         return f"http://127.0.0.1:{self._internal_port}/api"
 
     @property
-    def _verify(self) -> bool | str:
-        return str(self.tls.cert) if self.tls else True
+    def _verify(self) -> ssl.SSLContext | bool:
+        """What the stack's own health checks trust: its certificate, else the one the
+        Prefect client is told to (a server elsewhere behind TLS), else the system's."""
+        cafile = str(self.tls.cert) if self.tls else os.environ.get("PREFECT_API_SSL_CERT_FILE")
+        return ssl.create_default_context(cafile=cafile) if cafile else True
 
     @property
     def _home(self) -> Path:
@@ -479,7 +483,7 @@ class Stack:
         self._state_file.unlink(missing_ok=True)
 
 
-def _answers(url: str, verify: bool | str) -> bool:
+def _answers(url: str, verify: ssl.SSLContext | bool) -> bool:
     try:
         return httpx.get(url, timeout=2, verify=verify).status_code == 200
     except httpx.HTTPError:
