@@ -66,10 +66,12 @@ def test_without_a_database_url_a_server_only_stack_uses_sqlite(tmp_path: Path) 
         assert up.returncode == 0, up.stdout + up.stderr
         status = json.loads(up.stdout)
         assert status["database"] == f"sqlite:{tmp_path / 'home' / 'prefect.db'}"
-        assert [p["role"] for p in status["processes"]] == ["server"]
+        # The server behind the access gateway, its users in a SQLite file beside it.
+        assert [p["role"] for p in status["processes"]] == ["server", "gateway"]
         assert (tmp_path / "home" / "prefect.db").stat().st_size > 0
         # No FLEETFLOW_API_AUTH: credentials were generated, readable by root only.
         assert (tmp_path / "api-auth").stat().st_mode & 0o777 == 0o600
+        assert (tmp_path / "access.db").stat().st_mode & 0o777 == 0o600
         # Phases are shown (stderr) without -v; a new database is migrated.
         assert "migrating the schema" in up.stderr and "server: healthy after" in up.stderr
         assert alone.cli(*fleetflow, "down").returncode == 0

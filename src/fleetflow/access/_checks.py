@@ -4,9 +4,11 @@ allowed the route, they refuse or rewrite what the caller sent before Prefect se
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
+
+from starlette.datastructures import QueryParams
 
 from fleetflow.access._policy import Check, Need
 
@@ -24,7 +26,7 @@ _EMPTY_BY_DEFAULT = (
     "context", "job_variables", "labels", "empirical_policy", "enforce_parameter_schema",
     "parent_task_run_id", "infrastructure_document_id", "work_queue_name",
 )  # fmt: skip
-_TRUTHY = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "f", "no", "n", "off"})
 
 ReadUpstream = Callable[[str], Awaitable[dict[str, Any]]]
 
@@ -59,12 +61,14 @@ def parse_object(body: bytes) -> dict[str, Any]:
 
 
 async def apply_check(
-    check: Check, who: Principal, path: str, *, query: Mapping[str, str], body: bytes,
+    check: Check, who: Principal, path: str, *, query: QueryParams, body: bytes,
     read: ReadUpstream,
 ) -> bytes:  # fmt: skip
     """The body to forward (maybe rewritten), or Refused."""
     if check == Check.SECRETS_QUERY:
-        if query.get("include_secrets", "").lower() in _TRUTHY:
+        # Anything but a spelling of false: Prefect reads t, y, on, 1... as true.
+        asked = query.getlist("include_secrets")
+        if any(value.strip().lower() not in _FALSE for value in asked):
             _need_admin(who, "Secret values")
         return body
     if check == Check.SECRETS_BODY:

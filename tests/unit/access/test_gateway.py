@@ -261,3 +261,18 @@ def test_the_ui_files_need_no_login_and_cannot_be_posted(rig: Rig) -> None:
 
 def test_health_needs_no_login(rig: Rig) -> None:
     assert rig.call("GET", "/health").status_code == 200
+
+
+@pytest.mark.parametrize(
+    "query", ["t", "y", "Y", "on", "1", "yes", "TRUE", "false&include_secrets=t"]
+)
+def test_every_spelling_of_true_asks_for_secrets(rig: Rig, query: str) -> None:
+    response = rig.call("GET", f"/block_documents/{RUN}?include_secrets={query}", "vera")
+    assert response.status_code == 403
+    assert rig.upstream.seen == []
+
+
+def test_false_spellings_are_a_plain_read(rig: Rig) -> None:
+    for spelling in ("false", "0", "f", "n", "off", "No"):
+        response = rig.call("GET", f"/block_documents/{RUN}?include_secrets={spelling}", "vera")
+        assert response.status_code == 200
