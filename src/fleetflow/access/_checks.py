@@ -12,11 +12,12 @@ from starlette.datastructures import QueryParams
 
 from fleetflow.access._policy import Check, Need
 
-__all__ = ["SERVICE_ROLE", "Principal", "Refused", "apply_check", "parse_object"]
+__all__ = ["BY_TAG", "SERVICE_ROLE", "Principal", "Refused", "apply_check", "parse_object"]
 
 SERVICE_ROLE = "service"  # the stack's internal credential: workers and the stack's commands
 # Tags that say something about a run's outcome or origin: only fleetflow sets them.
-RESERVED_TAG_PREFIXES = ("by:", "failed:", "unreachable:")
+BY_TAG = "by:"  # by:<login>: who created the run (fleetflow history reads it)
+RESERVED_TAG_PREFIXES = (BY_TAG, "failed:", "unreachable:")
 _FINAL_STATES = frozenset({"COMPLETED", "FAILED", "CRASHED", "CANCELLED"})
 # Fields of a run created from a deployment that an operator may send as they are;
 # whatever else changes how or where the run executes.
@@ -106,7 +107,7 @@ async def _create_run(
     if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
         raise Refused(400, "tags must be a list of strings")
     kept = [t for t in tags if not t.startswith(RESERVED_TAG_PREFIXES)]
-    data["tags"] = [*kept, f"by:{who.name}"]
+    data["tags"] = [*kept, f"{BY_TAG}{who.name}"]
     return data
 
 

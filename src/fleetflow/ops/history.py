@@ -30,6 +30,7 @@ from prefect.events.filters import (
     EventRelatedFilter,
 )
 
+from fleetflow.access._checks import BY_TAG
 from fleetflow.engine.publish import (
     EVENT_PAGE,
     HOST_RESOURCE,
@@ -56,8 +57,6 @@ __all__ = [
     "triggered_by",
 ]
 
-# The tag the access gateway puts on every flow run created through it: `by:<login>`.
-BY_TAG = "by:"
 # The artifact flowkit/change.py records a change decision in (a key/value markdown table).
 APPROVAL_KEY = "approval"
 # Runs per artifacts query: the server caps a page at PREFECT_SERVER_API_DEFAULT_LIMIT (200).
