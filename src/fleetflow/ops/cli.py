@@ -281,6 +281,7 @@ _BENCHMARKS = {
     "scale": "one run over 200 hosts (time, peak memory, lost events); 20 concurrent runs",
     "trigger": "prefect deployment run -> first playbook event (p50, p90)",
     "lab": "lab up/down times and what 50 hosts cost",
+    "gateway": "what the access gateway adds per API request (p50, p99) and to the runs page",
 }
 
 
