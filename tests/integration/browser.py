@@ -8,13 +8,13 @@ shows: the runs list row, and the run page's first screen (1280x800, above the f
 
 from __future__ import annotations
 
-import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from playwright.sync_api import Page, sync_playwright
+from playwright.sync_api import Browser, Page, sync_playwright
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 CHROMIUM = Path("/usr/bin/chromium")  # tools/install-system-deps.sh installs it
@@ -33,6 +33,7 @@ ARGS = [
 # The UI is a single-page app that keeps polling: "networkidle" never comes, so pages are
 # ready when what they render is there. The machine is loaded: generous.
 TIMEOUT_MS = 60_000
+MESSAGE_TIMEOUT_MS = 30_000  # a toast answers a click; it also fades after a while
 
 # Text of the elements whose box starts inside the viewport and that are visible: what the
 # first screen shows, without scrolling. Leaf-ish text only (own text nodes), so a container
@@ -104,6 +105,48 @@ class PrefectUI:
         self.page.wait_for_timeout(1500)  # late panels (state message, tags) settle
         return str(self.page.evaluate(_FIRST_SCREEN_JS))
 
+    def quick_run(self, deployment_id: str, expect: str) -> str:
+        """Start a deployment from its page as a person would: Run, Quick run, then Run in
+        the parameters form the UI opens (the flow has required parameters, the deployment
+        gives them). Returns the message the UI then shows that contains `expect`."""
+        self.open(f"/deployments/deployment/{deployment_id}", "button:has-text('Run')")
+        self.page.get_by_role("button", name="Run", exact=True).first.click()
+        self.page.get_by_text("Quick run", exact=True).click()
+        form = self.page.locator(".p-modal__card")
+        form.get_by_role("button", name="Run", exact=True).click()
+        return self.message(expect)
+
+    def resume(
+        self, run_id: str, *, decision: str, approver: str, comment: str, expect: str
+    ) -> str:
+        """Fill a paused run's Resume form (fleetflow.flowkit.change.Approval: decision,
+        approver, comment) and submit it. Returns the message shown containing `expect`."""
+        self.open(f"/runs/flow-run/{run_id}", "button:has-text('Resume')")
+        self.page.get_by_role("button", name="Resume", exact=True).first.click()
+        form = self.page.locator(".p-modal__card")
+        form.locator(".p-select-button__control").first.click()
+        self.page.keyboard.press("ArrowDown")  # the select's list opens on a key, not a click
+        self.page.get_by_role("option", name=decision, exact=True).click()
+        fields = form.locator("textarea")  # approver, comment: the form's order
+        fields.nth(0).fill(approver)
+        fields.nth(1).fill(comment)
+        form.get_by_role("button", name="Submit", exact=True).click()
+        return self.message(expect)
+
+    def message(self, expect: str) -> str:
+        """The text of the UI's message (toast) containing `expect`; if none comes, the
+        assertion lists every message the UI showed meanwhile (they fade)."""
+        cards = self.page.locator(".p-toast__card")
+        seen: dict[str, None] = {}
+        deadline = time.monotonic() + MESSAGE_TIMEOUT_MS / 1000
+        while time.monotonic() < deadline:
+            for text in cards.all_inner_texts():
+                if expect in text:
+                    return text
+                seen[text] = None
+            self.page.wait_for_timeout(250)
+        raise AssertionError(f"no message with {expect!r}; the UI showed {list(seen)}")
+
     def page_text(self) -> str:
         return self.page.inner_text("body")
 
@@ -135,26 +178,40 @@ class PrefectUI:
 
 
 @contextmanager
-def prefect_ui(base_url: str, auth: str | None) -> Iterator[PrefectUI]:
-    """Headless Chromium on `base_url` (a fresh profile); always closed, even on failure."""
+def chromium() -> Iterator[Browser]:
+    """Headless Chromium; always closed, even on failure. One per process at a time:
+    Playwright's sync API runs one event loop, so several logins share this browser
+    (each `prefect_ui` gets a context of its own: its own storage, its own login)."""
     if not CHROMIUM.exists():
         # No skip: CI installs it (tools/install-system-deps.sh); a missing browser is a bug.
         raise AssertionError(f"{CHROMIUM} is missing: run tools/install-system-deps.sh as root")
-    with tempfile.TemporaryDirectory(prefix="ff-chromium-") as profile, sync_playwright() as pw:
-        context = pw.chromium.launch_persistent_context(
-            profile,
-            executable_path=str(CHROMIUM),
-            headless=True,
-            args=ARGS,
-            viewport=VIEWPORT,  # type: ignore[arg-type]
-            timeout=TIMEOUT_MS,
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=ARGS, timeout=TIMEOUT_MS
         )
         try:
-            page = context.pages[0] if context.pages else context.new_page()
-            page.set_default_timeout(TIMEOUT_MS)
-            yield PrefectUI(page, base_url.rstrip("/"), auth)
+            yield browser
         finally:
-            context.close()
+            browser.close()
 
 
-__all__ = ["CHROMIUM", "PrefectUI", "prefect_ui"]
+@contextmanager
+def prefect_ui(
+    base_url: str, auth: str | None, browser: Browser | None = None
+) -> Iterator[PrefectUI]:
+    """A fresh browser context on `base_url` (in `browser`, else in a Chromium of its own);
+    always closed, even on failure."""
+    if browser is None:
+        with chromium() as own, prefect_ui(base_url, auth, own) as ui:
+            yield ui
+        return
+    context = browser.new_context(viewport=VIEWPORT)  # type: ignore[arg-type]
+    try:
+        page = context.new_page()
+        page.set_default_timeout(TIMEOUT_MS)
+        yield PrefectUI(page, base_url.rstrip("/"), auth)
+    finally:
+        context.close()
+
+
+__all__ = ["CHROMIUM", "PrefectUI", "chromium", "prefect_ui"]
