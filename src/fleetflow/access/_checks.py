@@ -24,7 +24,7 @@ _FINAL_STATES = frozenset({"COMPLETED", "FAILED", "CRASHED", "CANCELLED"})
 _RUN_FIELDS = frozenset({"name", "parameters", "tags", "state", "idempotency_key"})
 # Prefect's own clients send these with their empty defaults: harmless, dropped.
 _EMPTY_BY_DEFAULT = (
-    "context", "job_variables", "labels", "empirical_policy", "enforce_parameter_schema",
+    "context", "job_variables", "labels", "empirical_policy",
     "parent_task_run_id", "infrastructure_document_id", "work_queue_name",
 )  # fmt: skip
 _FALSE = frozenset({"0", "false", "f", "no", "n", "off"})
@@ -112,6 +112,8 @@ async def _create_run(
 
 
 def _only_run_fields(who: Principal, data: dict[str, Any]) -> None:
+    # The UI's run form always asks for the schema check; the gateway forces it anyway.
+    data.pop("enforce_parameter_schema", None)
     for key in _EMPTY_BY_DEFAULT:
         value = data.get(key)
         if key in data and (not value or _all_empty(value)):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import gzip
 import hashlib
 import hmac
 import json
@@ -380,9 +381,12 @@ def _refusal(refused: Refused) -> JSONResponse:
 
 
 def _created_id(response: Response) -> str:
+    body = bytes(response.body)
     try:
-        data = json.loads(bytes(response.body))
-    except (ValueError, AttributeError):
+        if response.headers.get("content-encoding") == "gzip":
+            body = gzip.decompress(body)
+        data = json.loads(body)
+    except (ValueError, OSError, EOFError):
         return ""
     value = data.get("id") if isinstance(data, dict) else None
     return value if isinstance(value, str) and _UUID.fullmatch(value) else ""

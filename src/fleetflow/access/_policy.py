@@ -73,8 +73,6 @@ _READ_POSTS = (
 
 _BLOCKS_OF_TYPE = rf"/block_types/slug/{_ID}/block_documents(/name/{_ID})?"
 
-_BLOCKS_OF_TYPE = rf"/block_types/slug/{_ID}/block_documents(/name/{_ID})?"
-
 
 def _rule(
     methods: frozenset[str], pattern: str, need: Need, check: Check = Check.NONE,
@@ -85,7 +83,8 @@ def _rule(
 
 POLICY: tuple[Rule, ...] = (
     _rule(_GET, r"/health|/ready|/version|/hello", Need.PUBLIC, reads=True),
-    _rule(_GET, r"/admin/version", Need.VIEWER, reads=True),
+    # Every UI page reads these; Prefect obfuscates the secret settings itself.
+    _rule(_GET, r"/admin/(version|settings|storage)", Need.VIEWER, reads=True),
     _rule(_ANY, r"/admin(/.*)?", Need.ADMIN),  # settings and storage configuration
     _rule(_GET, rf"/block_documents/{_ID}", Need.VIEWER, Check.SECRETS_QUERY, reads=True),
     _rule(_GET, _BLOCKS_OF_TYPE, Need.VIEWER, Check.SECRETS_QUERY, reads=True),
