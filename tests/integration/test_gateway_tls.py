@@ -10,8 +10,10 @@ import datetime as dt
 import ipaddress
 import json
 import os
+import shutil
 import ssl
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -160,11 +162,10 @@ def test_a_user_and_the_prefect_cli_get_in_through_the_gateway(stack: TlsStack) 
     assert refused.returncode != 0 and "fleetflow" not in refused.stdout
 
 
-def test_a_worker_elsewhere_comes_online_through_the_gateway(
-    stack: TlsStack, tmp_path: Path
-) -> None:
-    remote = tmp_path / "remote"
-    remote.mkdir()
+def test_a_worker_elsewhere_comes_online_through_the_gateway(stack: TlsStack) -> None:
+    # A short path: the warm launcher's socket lives in the stack directory, and a
+    # unix socket path may not exceed 107 bytes (pytest's tmp_path can).
+    remote = Path(tempfile.mkdtemp(prefix="ff-remote-"))
     (remote / "stack.yaml").write_text(CONFIG % "worker-elsewhere")
     service = (stack.directory / "api-auth").read_text().strip()
     env = _clean_env(
@@ -183,3 +184,4 @@ def test_a_worker_elsewhere_comes_online_through_the_gateway(
         assert f"PREFECT_API_URL={stack.url}".encode() in environ  # through the gateway
     finally:
         _run(env, FLEETFLOW, "stack", "down")
+        shutil.rmtree(remote, ignore_errors=True)

@@ -14,7 +14,14 @@ import httpx
 from fleetflow.exceptions import StackError
 from fleetflow.stack._procs import ServiceProcess, spawn, tail_file
 
-__all__ = ["GATEWAY_START_SECONDS", "Tls", "free_loopback_port", "start_gateway"]
+__all__ = [
+    "GATEWAY_START_SECONDS",
+    "Tls",
+    "answers",
+    "free_loopback_port",
+    "port_open",
+    "start_gateway",
+]
 
 GATEWAY_START_SECONDS = 60.0
 STORE_VARIABLE = "FLEETFLOW_ACCESS_STORE"  # read by python -m fleetflow.access
@@ -59,10 +66,20 @@ def start_gateway(
     while time.monotonic() < deadline:
         if not gateway.alive():
             raise StackError(f"the access gateway exited:\n{tail_file(log)}")
-        try:
-            if httpx.get(health_url, timeout=2, verify=verify).status_code == 200:
-                return gateway
-        except httpx.HTTPError:
-            pass
+        if answers(health_url, verify):
+            return gateway
         time.sleep(0.3)
     raise StackError(f"the access gateway did not answer at {health_url}:\n{tail_file(log)}")
+
+
+def answers(url: str, verify: ssl.SSLContext | bool) -> bool:
+    try:
+        return httpx.get(url, timeout=2, verify=verify).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def port_open(host: str, port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(1)
+        return sock.connect_ex((host, port)) == 0

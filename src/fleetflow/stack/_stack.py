@@ -6,7 +6,6 @@ import json
 import logging
 import os
 import secrets
-import socket
 import ssl
 import subprocess
 import sys
@@ -14,8 +13,6 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import httpx
 
 from fleetflow._prefect import LEASE_STORAGE_FILESYSTEM
 from fleetflow._progress import phase, step
@@ -36,7 +33,7 @@ from fleetflow.stack._database import (
     masked,
     schema_revisions,
 )
-from fleetflow.stack._gateway import Tls, free_loopback_port, start_gateway
+from fleetflow.stack._gateway import Tls, answers, free_loopback_port, port_open, start_gateway
 from fleetflow.stack._pool import apply_work_pool, worker_states
 from fleetflow.stack._procs import MARK_VARIABLE, ServiceProcess, spawn, stop_all, tail, tail_file
 
@@ -45,6 +42,7 @@ __all__ = ["Stack", "StackStatus"]
 log = logging.getLogger(__name__)
 _SERVER_START_SECONDS = 180.0
 _WORKER_ONLINE_SECONDS = 90.0
+_UNIX_PATH_MAX = 107  # sun_path holds 108 bytes with the final NUL
 # Where a database URL or its parts live; workers (and the runs they start) get none.
 _DATABASE_VARIABLES = (
     "FLEETFLOW_DATABASE_URL",
@@ -286,13 +284,16 @@ class Stack:
                 raise StackError(f"no Prefect server answers at {self.api_url}")
             phase("server: %s answers; this machine runs workers only", self.api_url)
             return []
+        gateway_running = any(p.role == "gateway" for p in running)
+        if not gateway_running and port_open(self.host, self.port):
+            raise StackError(f"{self.host}:{self.port} is already in use; choose --port")
         started = []
         if any(p.role == "server" for p in running):
             phase("server: already running at %s", self.internal_api_url)
         else:
             self._remembered_database = None  # a new server: on the database given now
             started.append(self._start_server(config))
-        if not any(p.role == "gateway" for p in running):
+        if not gateway_running:
             try:
                 started.append(self._start_gateway())
             except BaseException:
@@ -301,8 +302,6 @@ class Stack:
         return started
 
     def _start_gateway(self) -> ServiceProcess:
-        if _port_open(self.host, self.port):
-            raise StackError(f"{self.host}:{self.port} is already in use; choose --port")
         store = self._access_store_url()
         access = AccessStore(store)
         try:
@@ -329,10 +328,15 @@ class Stack:
         return [str(Path(sys.executable).parent / "prefect"), *args]
 
     def _start_server(self, config: StackConfig) -> ServiceProcess:
-        if _port_open(self.host, self.port):
-            raise StackError(f"{self.host}:{self.port} is already in use; choose --port")
         self.auth()  # the internal credential exists before the server and gateway read it
-        self._internal_port = free_loopback_port()
+        self._internal_port = self._internal_port or free_loopback_port()
+        if port_open("127.0.0.1", self._internal_port):
+            # A restarted server must come back where the running gateway and workers
+            # reach it; another process took its port in between.
+            raise StackError(
+                f"the server's port 127.0.0.1:{self._internal_port} is taken by another "
+                "process: free it, or `fleetflow stack down` and up again"
+            )
         env = self._server_env(config)
         if self.database is not None and ensure_database(self.database):
             phase("database %s created", self.database.database)
@@ -373,7 +377,7 @@ class Stack:
         while time.monotonic() < deadline:
             if not server.alive():
                 raise StackError(f"Prefect server exited:\n{tail_file(Path(server.log))}")
-            if _answers(f"{self.internal_api_url}/health", True):
+            if answers(f"{self.internal_api_url}/health", True):
                 return
             time.sleep(0.5)
         raise StackError(f"Prefect server not healthy after {_SERVER_START_SECONDS:.0f} s")
@@ -409,6 +413,11 @@ class Stack:
         started = []
         if config.warm_launcher:
             sock = self.directory / f"launcher-{worker.name}.sock"
+            if len(str(sock).encode()) > _UNIX_PATH_MAX:
+                raise StackError(
+                    f"the warm launcher's socket {sock} is longer than a unix socket path "
+                    f"may be ({_UNIX_PATH_MAX} bytes): use a shorter FLEETFLOW_STACK_DIR"
+                )
             env[SOCKET_VARIABLE] = str(sock)
             # Started as a module (-m), not imported: see fleetflow.launcher.server.
             launch = [sys.executable, "-m", "fleetflow.launcher.server", str(sock)]
@@ -461,7 +470,7 @@ class Stack:
 
     def healthy(self) -> bool:
         """Whether the stack answers where users reach it (through the gateway)."""
-        return _answers(f"{self.api_url}/health", self._verify)
+        return answers(f"{self.api_url}/health", self._verify)
 
     def status(self, pool: str = "fleetflow") -> StackStatus:
         processes = [(p, p.alive()) for p in self._load()]
@@ -481,16 +490,3 @@ class Stack:
         if survivors:
             raise StackError(f"processes survived SIGKILL: {sorted(set(survivors))}")
         self._state_file.unlink(missing_ok=True)
-
-
-def _answers(url: str, verify: ssl.SSLContext | bool) -> bool:
-    try:
-        return httpx.get(url, timeout=2, verify=verify).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
-def _port_open(host: str, port: int) -> bool:
-    with socket.socket() as sock:
-        sock.settimeout(1)
-        return sock.connect_ex((host, port)) == 0
