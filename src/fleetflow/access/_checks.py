@@ -115,8 +115,7 @@ def _only_run_fields(who: Principal, data: dict[str, Any]) -> None:
     # The UI's run form always asks for the schema check; the gateway forces it anyway.
     data.pop("enforce_parameter_schema", None)
     for key in _EMPTY_BY_DEFAULT:
-        value = data.get(key)
-        if key in data and (not value or _all_empty(value)):
+        if key in data and _all_empty(data[key]):
             del data[key]
     extra = sorted(set(data) - _RUN_FIELDS)
     if extra:

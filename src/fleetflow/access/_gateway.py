@@ -236,7 +236,7 @@ class Gateway:
         if login.outcome == "ok" and login.user is not None:
             user = login.user
             who = Principal(user.name, user.role.value, Need(user.role.rank))
-            if len(self._logins) > 10_000:  # many distinct wrong tries: start over
+            if len(self._logins) > 10_000:  # expired entries are never removed: start over
                 self._logins.clear()
             self._logins[key] = (who, time.monotonic() + self.config.login_cache_seconds)
             return who

@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from fleetflow.exceptions import AccessError
+from fleetflow.ops._columns import aligned
 from fleetflow.settings import get_settings
 
 if TYPE_CHECKING:
@@ -213,11 +214,8 @@ def _audit(args: argparse.Namespace) -> int:
 
 
 def _print_table(rows: Sequence[Sequence[str]]) -> None:
-    """Columns padded to their widest cell; the last one as is (it may be long)."""
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
-    for row in rows:
-        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
-        print("  ".join([*cells, row[-1]]).rstrip())
+    for line in aligned(rows):
+        print(line)
 
 
 def _time(when: datetime) -> str:

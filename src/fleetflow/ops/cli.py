@@ -14,6 +14,7 @@ from pathlib import Path
 
 from fleetflow.exceptions import FleetflowError
 from fleetflow.ops._access_cli import add_access_commands
+from fleetflow.ops._columns import aligned
 from fleetflow.ops._errors import api_error_line
 from fleetflow.ops._progress import show_progress
 from fleetflow.ops._stack_cli import add_stack_command
@@ -167,11 +168,8 @@ def _host_history(args: argparse.Namespace) -> int:
          r.flow_run + (f" ({r.attempts} attempts)" if r.attempts > 1 else ""))
         for r in records
     ]  # fmt: skip
-    widths = [max(len(row[i]) for row in rows) for i in range(5)]
-    for row in rows if records else []:
-        print(
-            "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False)) + "  " + row[5]
-        )
+    for line in aligned(rows) if records else []:
+        print(line)
     if not records:
         print(f"no playbook run on {args.host_name} is on record")
     return 0

@@ -34,6 +34,10 @@ class Tls:
     cert: Path
     key: Path
 
+    def trust(self) -> ssl.SSLContext:
+        """A client context that trusts this certificate (self-signed or a private CA's)."""
+        return ssl.create_default_context(cafile=str(self.cert))
+
     def checked(self) -> Tls:
         for what, path in (("certificate", self.cert), ("key", self.key)):
             if not path.is_file():
@@ -62,7 +66,7 @@ def start_gateway(
         "gateway", "access-gateway", argv, env={**env, STORE_VARIABLE: store_url}, log=log, cwd=cwd
     )
     deadline = time.monotonic() + GATEWAY_START_SECONDS
-    verify = ssl.create_default_context(cafile=str(tls.cert)) if tls else True
+    verify = tls.trust() if tls else True
     while time.monotonic() < deadline:
         if not gateway.alive():
             raise StackError(f"the access gateway exited:\n{tail_file(log)}")

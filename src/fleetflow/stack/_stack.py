@@ -117,7 +117,9 @@ class Stack:
     def _verify(self) -> ssl.SSLContext | bool:
         """What the stack's own health checks trust: its certificate, else the one the
         Prefect client is told to (a server elsewhere behind TLS), else the system's."""
-        cafile = str(self.tls.cert) if self.tls else os.environ.get("PREFECT_API_SSL_CERT_FILE")
+        if self.tls:
+            return self.tls.trust()
+        cafile = os.environ.get("PREFECT_API_SSL_CERT_FILE")
         return ssl.create_default_context(cafile=cafile) if cafile else True
 
     @property
