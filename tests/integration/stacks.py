@@ -136,6 +136,18 @@ class RunningStack:
         )
         return (str(rows[0][0]), str(rows[0][1]), str(rows[0][2]))
 
+    def wait_state(self, run_id: str, state: str, timeout: float = 180) -> tuple[str, str, str]:
+        """Wait until the run is in `state` (a type: PAUSED, COMPLETED...); an end in another
+        final state fails at once with the run's last log lines."""
+        deadline = time.monotonic() + timeout
+        while (now := self.state(run_id))[0] != state:
+            assert now[0] not in {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}, (
+                now, self.logs(run_id)[-15:],
+            )  # fmt: skip
+            assert time.monotonic() < deadline, f"{run_id} still {now} after {timeout} s"
+            time.sleep(0.5)
+        return now
+
     def query(self, sql: str, *args: object) -> list[tuple[Any, ...]]:
         with psycopg2.connect(f"{PG}/{self.database}") as conn, conn.cursor() as cur:
             cur.execute(sql, args)

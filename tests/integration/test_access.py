@@ -14,7 +14,6 @@ import re
 import secrets
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -44,7 +43,6 @@ SECRET_VALUE = f"s3cr3t-{secrets.token_hex(12)}"
 SECRET_BLOCK = "access-secret"
 # Runs made for the matrix wait until 2100: nothing executes them.
 LATER = {"type": "SCHEDULED", "state_details": {"scheduled_time": "2100-01-01T00:00:00Z"}}
-FINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 
 
 @dataclass(frozen=True)
@@ -417,14 +415,6 @@ def test_operator_creates_runs_only_within_the_deployments_schema(access: Access
 # -- 3. approval ---------------------------------------------------------------------------
 
 
-def _wait_state(stack: RunningStack, run_id: str, state: str, timeout: float = 180) -> None:
-    deadline = time.monotonic() + timeout
-    while (now := stack.state(run_id))[0] != state:
-        assert now[0] not in FINAL, (now, stack.logs(run_id)[-15:])
-        assert time.monotonic() < deadline, f"{run_id} still {now} after {timeout} s"
-        time.sleep(0.5)
-
-
 def _approval_artifact(stack: RunningStack, run_id: str) -> str:
     rows = stack.query(
         "SELECT data FROM artifact WHERE flow_run_id::text = %s AND key = 'approval' "
@@ -451,7 +441,7 @@ def test_approval_is_recorded_under_the_login_and_only_listed_approvers_resume(
         )
     assert made.status_code == 201, made.text
     run_id = made.json()["id"]
-    _wait_state(stack, run_id, "PAUSED")
+    stack.wait_state(run_id, "PAUSED")
 
     answer = {"run_input": {"decision": "approve", "approver": "someone-else", "comment": tag}}
     for user in ("operator", "approver-b"):
@@ -464,7 +454,7 @@ def test_approval_is_recorded_under_the_login_and_only_listed_approvers_resume(
     with access.client("approver") as approver:
         response = approver.post(f"/flow_runs/{run_id}/resume", json=answer)
     assert response.status_code in (200, 201) and response.json()["status"] == "ACCEPT"
-    _wait_state(stack, run_id, "COMPLETED")
+    stack.wait_state(run_id, "COMPLETED")
     decision = _approval_artifact(stack, run_id)
     assert "**approved**" in decision and tag in decision
     assert re.search(r"\|\s*approver\s*\|\s*approver\s*\|", decision), decision

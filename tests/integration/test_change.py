@@ -57,17 +57,6 @@ def _start(stack: RunningStack, release: str, **params: Any) -> str:
     )  # fmt: skip
 
 
-def _wait(stack: RunningStack, run_id: str, state: str, timeout: float = 180) -> tuple[str, ...]:
-    deadline = time.monotonic() + timeout
-    while (now := stack.state(run_id))[0] != state:
-        assert now[0] not in {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}, (
-            now, stack.logs(run_id)[-15:],
-        )  # fmt: skip
-        assert time.monotonic() < deadline, f"{run_id} still {now} after {timeout} s"
-        time.sleep(0.5)
-    return now
-
-
 def _resume(stack: RunningStack, run_id: str, **answer: str) -> None:
     response = stack.api("POST", f"/flow_runs/{run_id}/resume", {"run_input": answer})
     assert response["status"] == "ACCEPT", response
@@ -127,7 +116,7 @@ def test_change_is_planned_then_applied_only_on_an_allowed_approval(
     release, before = new_tag(), _releases(lab)
     created = time.monotonic()
     run_id = _start(stack, release, approvers=["alice"], approval_timeout=600)
-    _wait(stack, run_id, "PAUSED")
+    stack.wait_state(run_id, "PAUSED")
     paused = time.monotonic()
     plan = _artifact(stack, run_id, "plan")
     for host in lab.hosts():
@@ -138,12 +127,12 @@ def test_change_is_planned_then_applied_only_on_an_allowed_approval(
 
     _resume(stack, run_id, decision="approve", approver="mallory", comment="me too")
     stack.wait_log(run_id, "mallory may not decide this change")
-    _wait(stack, run_id, "PAUSED")  # asks again
+    stack.wait_state(run_id, "PAUSED")  # asks again
     assert _releases(lab) == before
 
     approved = time.monotonic()
     _resume(stack, run_id, decision="approve", approver="alice", comment="CHG-1234")
-    _wait(stack, run_id, "COMPLETED")
+    stack.wait_state(run_id, "COMPLETED")
     report(
         "change approved",
         plan_paused=paused - created,
@@ -161,7 +150,7 @@ def test_change_is_planned_then_applied_only_on_an_allowed_approval(
 
     # The same change again: nothing would change, so no approval is asked.
     again = _start(stack, release, approvers=["alice"])
-    _wait(stack, again, "COMPLETED")
+    stack.wait_state(again, "COMPLETED")
     stack.wait_log(again, "no approval needed", timeout=30)
     assert stack.query("SELECT count(*) FROM flow_run_state WHERE flow_run_id::text = %s "
                        "AND type = 'PAUSED'", again) == [(0,)]  # fmt: skip
@@ -172,9 +161,9 @@ def test_rejected_change_ends_cancelled_with_the_reason_and_changes_nothing(
 ) -> None:
     before = _releases(lab)
     run_id = _start(stack, new_tag())
-    _wait(stack, run_id, "PAUSED")
+    stack.wait_state(run_id, "PAUSED")
     _resume(stack, run_id, decision="reject", approver="bob", comment="not during the freeze")
-    state = _wait(stack, run_id, "CANCELLED")
+    state = stack.wait_state(run_id, "CANCELLED")
     assert "rejected by bob: not during the freeze" in state[2]
     assert "**rejected**" in _artifact(stack, run_id, "approval")
     assert _history_approval(stack, run_id) == {"decision": "rejected", "approver": "bob"}
@@ -184,7 +173,7 @@ def test_rejected_change_ends_cancelled_with_the_reason_and_changes_nothing(
 def test_change_without_a_decision_expires_cancelled(stack: RunningStack, lab: Lab) -> None:
     before = _releases(lab)
     run_id = _start(stack, new_tag(), approval_timeout=5)
-    state = _wait(stack, run_id, "CANCELLED")
+    state = stack.wait_state(run_id, "CANCELLED")
     assert "no decision within 5 s" in state[2], state
     assert "**expired**" in _artifact(stack, run_id, "approval")
     assert _history_approval(stack, run_id) == {"decision": "expired", "approver": None}

@@ -177,16 +177,6 @@ def paused_change(stack: RunningStack) -> PausedRun:
     return PausedRun(run_id, str(name))
 
 
-def _wait_state(stack: RunningStack, run_id: str, state: str, timeout: float = 180) -> None:
-    deadline = time.monotonic() + timeout
-    while (now := stack.state(run_id))[0] != state:
-        assert now[0] not in {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}, (
-            now, stack.logs(run_id)[-15:],
-        )  # fmt: skip
-        assert time.monotonic() < deadline, f"{run_id} still {now} after {timeout} s"
-        time.sleep(0.5)
-
-
 def _runs_by(stack: RunningStack, deployment_id: str, login: str) -> list[str]:
     rows = stack.query(
         "SELECT name FROM flow_run WHERE deployment_id::text = %s AND tags::jsonb ? %s",
@@ -235,7 +225,7 @@ def test_an_operators_run_from_the_ui_carries_their_name(
 def test_an_operator_cannot_approve(
     stack: RunningStack, browser: Browser, users: dict[str, str], paused_change: PausedRun
 ) -> None:
-    _wait_state(stack, paused_change.run_id, "PAUSED")
+    stack.wait_state(paused_change.run_id, "PAUSED")
     with prefect_ui(_base_url(stack), users["operator"], browser) as operator:
         operator.runs_list(paused_change.name)  # logs in
         refused = operator.resume(
@@ -255,7 +245,7 @@ def test_an_approval_is_recorded_under_the_approvers_login(
     """The form names mallory, who is not among the run's approvers (the flow would log
     "mallory may not decide this change" and keep waiting): the gateway writes the login
     in, so the change goes ahead, approved by approver."""
-    _wait_state(stack, paused_change.run_id, "PAUSED")
+    stack.wait_state(paused_change.run_id, "PAUSED")
     with prefect_ui(_base_url(stack), users["approver"], browser) as approver:
         approver.runs_list(paused_change.name)  # logs in
         approver.resume(
