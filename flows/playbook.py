@@ -111,7 +111,9 @@ def playbook(
             return run(check_mode)
 
     if approval:
-        outcome = plan_and_apply(bounded, timeout=approval_timeout, approvers=approvers or ())
+        outcome = plan_and_apply(
+            bounded, timeout=approval_timeout, approvers=approvers or (), inventory=inventory
+        )
     else:
         outcome = bounded(check)
     if isinstance(outcome, PlaybookResult):  # not the Cancelled state of a refused change

@@ -6,7 +6,8 @@
     ├── ConfigurationError        bad input, found before any host is touched
     │   ├── InventoryError          unknown environment, unparsable inventory
     │   ├── PlaybookError           unknown playbook, syntax error
-    │   └── NoHostsMatched          the limit/pattern selects no host
+    │   ├── NoHostsMatched          the limit/pattern selects no host
+    │   └── CheckoutError           the deployed commit or ref could not be fetched or is refused
     ├── LabError                  the lab fleet could not be built or changed
     │   └── PrerequisiteMissing     not root, missing tool (says how to get it)
     ├── StackError                the Prefect server/workers could not be started or stopped
@@ -17,6 +18,7 @@
     ├── TimeLimitReached          the run's time limit passed before a playbook could start
     ├── AlertError                automations or alert channels could not be applied
     ├── ApprovalError             the run could not pause for an approval; nothing was applied
+    │   └── ContentChanged          the content changed between plan and apply; nothing applied
     ├── RolloutStopped            a batch failed its deploy or health check; later ones untouched
     └── PlaybookRunError          the playbook ran and did not succeed; carries `.result`
         ├── PlaybookFailed          failed/unreachable hosts above max_fail_percentage
@@ -40,7 +42,9 @@ __all__ = [
     "AccessError",
     "AlertError",
     "ApprovalError",
+    "CheckoutError",
     "ConfigurationError",
+    "ContentChanged",
     "FleetflowError",
     "HostLockTimeout",
     "InBlackout",
@@ -80,6 +84,11 @@ class NoHostsMatched(ConfigurationError):
     """The limit (or the plays' host patterns) selects no host of the inventory."""
 
 
+class CheckoutError(ConfigurationError):
+    """The content a deployment runs could not be fetched (no such commit or ref on the git
+    remote, git failing) or the ref asked for is not allowed; nothing ran on any host."""
+
+
 class LabError(FleetflowError):
     """The lab fleet could not be created, changed or removed."""
 
@@ -104,6 +113,11 @@ class AlertError(FleetflowError):
 class ApprovalError(FleetflowError):
     """The run could not pause to wait for an approval (it is not a flow run, or the server
     refused the pause); nothing was applied."""
+
+
+class ContentChanged(ApprovalError):
+    """The playbook, roles, scripts or inventory differ from what the approved plan was
+    made with; the change was not applied."""
 
 
 class RolloutStopped(FleetflowError):

@@ -8,6 +8,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from fleetflow.engine.source import Source
+
 __all__ = ["HostFailure", "HostResult", "HostStatus", "PlaybookResult", "RunStatus", "TaskChange"]
 
 
@@ -102,6 +104,9 @@ class PlaybookResult(BaseModel):
     finished_at: datetime
     check: bool = False
     message: str = Field(default="", description="Why the run did not succeed, if it did not.")
+    source: Source | None = Field(
+        default=None, description="The repository commit the run used and whether it was dirty."
+    )
 
     @property
     def duration_seconds(self) -> float:

@@ -112,6 +112,13 @@ class FleetflowSettings(BaseSettings):
         default=None, description="PEM private key of FLEETFLOW_TLS_CERT (keep it mode 0600)."
     )
 
+    git_remote: str | None = Field(
+        default=None,
+        description="The git remote deployments fetch their commit from (`fleetflow deploy`); "
+        "unset: the repository `fleetflow deploy` runs in (file://, for workers on this "
+        "machine).",
+    )
+
     @field_validator("fact_cache_dir", mode="before")
     @classmethod
     def _empty_means_off(cls, value: object) -> object:

@@ -231,7 +231,7 @@ def running_stack(
     running = RunningStack(env, directory, database, "lab", project)
     try:
         running.up()
-        deploy = running.cli(str(BIN / "fleetflow"), "deploy")
+        deploy = running.cli(str(BIN / "fleetflow"), "deploy", "--working-tree")
         assert deploy.returncode == 0, deploy.stdout + deploy.stderr
         yield running
     finally:

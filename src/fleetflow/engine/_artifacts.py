@@ -157,6 +157,8 @@ def _marked(status: HostStatus) -> str:
 def table_description(result: PlaybookResult) -> str:
     """Markdown above the table: the outcome, then every failed host's full reason."""
     lines = [outcome_line(result), "", markdown_text(result.summary())]
+    if result.source is not None:
+        lines += ["", f"Content: {markdown_text(str(result.source))}"]
     failing = sorted((h for h in result.hosts.values() if not h.succeeded), key=_order)
     if failing:
         lines += ["", "**Why:**", ""]

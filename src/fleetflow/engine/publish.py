@@ -133,6 +133,11 @@ class PlaybookFinished(BaseModel):
     attempts: int = Field(default=1, description="Attempts of the run.")
     ansible_events: int = Field(default=0, description="Ansible events the run processed.")
     log_lines: int = Field(default=0, description="Log lines the run sent to Prefect.")
+    commit: str = Field(default="", description="The git commit the run used; '': unknown.")
+    ref: str = Field(default="", description="The branch or ref of that commit, if known.")
+    dirty: bool = Field(
+        default=False, description="The files differed from the commit, or were not in git."
+    )
     hosts: dict[str, HostOutcome] = Field(
         default_factory=dict, description="This part's hosts, by name."
     )
@@ -157,6 +162,9 @@ class PlaybookFinished(BaseModel):
             attempts=result.attempts,
             ansible_events=ansible_events,
             log_lines=log_lines,
+            commit=result.source.commit if result.source else "",
+            ref=result.source.ref if result.source else "",
+            dirty=result.source.dirty if result.source else False,
             hosts={
                 host: HostOutcome(
                     status=outcome.status.value,

@@ -37,6 +37,7 @@ from fleetflow.engine.publish import progress_artifact, publish_run
 from fleetflow.engine.request import RunRequest
 from fleetflow.engine.retry import RetryPolicy
 from fleetflow.engine.secrets import RunSecrets
+from fleetflow.engine.source import describe
 from fleetflow.exceptions import (
     ConfigurationError,
     PlaybookCanceled,
@@ -214,6 +215,7 @@ def _run(
     # Metric labels only: read beside the preflight, on the other core, not while Ansible
     # runs (where it took CPU from ansible-playbook).
     groups = background.submit(_groups, request.inventory, request.project_dir)
+    source = background.submit(describe, request.project_dir)
     try:
         plan = preflight(request)
         if request.secrets.vault_password is None:
@@ -221,9 +223,9 @@ def _run(
     finally:
         background.shutdown(wait=False)
     logger.info(
-        "%s on %s: %d hosts, %d tasks%s",
+        "%s on %s: %d hosts, %d tasks%s; %s",
         plan.playbook.name, request.inventory, len(plan.hosts), plan.task_count,
-        " (check mode)" if request.check else "",
+        " (check mode)" if request.check else "", source.result(),
     )  # fmt: skip
     if not request.check:  # check mode changes nothing: never held back by a blackout
         gate_run(plan.inventory, plan.hosts, groups.result, logger, policy=blackout_policy)
@@ -233,6 +235,7 @@ def _run(
     ):
         mark_reached(current_flow_run_id())
         result = execute(request, plan, run_ansible, logger, on_collector=progress.follow)
+    result = result.model_copy(update={"source": source.result()})
     result = publish_run(
         result, playbook=plan.playbook, inventory=request.inventory,
         groups=groups.result(), progress=progress, log=logger,

@@ -7,10 +7,16 @@
    comment) that the Prefect UI shows on Resume, or that a script posts to the API
    (`POST /flow_runs/<id>/resume` with `{"run_input": {...}}`). With `approvers`, only
    those names may decide; anyone else's answer is logged and the run keeps waiting.
-3. Apply: only an approval runs the playbook for real. A rejection or no decision within
-   the timeout ends the run Cancelled (not Failed: nothing broke, nothing was applied)
-   with the reason in its state message; the decision is an artifact (key `approval`)
-   and a `fleetflow.change.<approved|rejected|expired>` event.
+3. Apply: only an approval runs the playbook for real, and only the content planned: the
+   files the run reads (playbooks/, roles/, scripts/, galaxy/, ansible.cfg and the
+   inventory) are fingerprinted at plan time and again before applying; if any differs,
+   the run fails with ContentChanged naming each changed file, nothing applied (outcome
+   `refused`). A deployed run reads one commit's checkout, so this catches an edit on the
+   worker's disk; a run from a working tree, a commit or edit made while it waited. A
+   rejection or no decision within the timeout ends the run Cancelled (not Failed:
+   nothing broke, nothing was applied) with the reason in its state message; the
+   decision is an artifact (key `approval`) and a
+   `fleetflow.change.<approved|rejected|expired|refused>` event.
 
 A plan that changes nothing needs no approval: the run completes at once.
 """
@@ -34,10 +40,13 @@ from prefect.states import Cancelled
 from pydantic import Field
 
 from fleetflow._prefect import propose_pause
+from fleetflow.engine.inventory import resolve_inventory
 from fleetflow.engine.publish import playbook_resource
-from fleetflow.exceptions import ApprovalError, PlaybookFailed
+from fleetflow.engine.source import changed_paths, content_digest
+from fleetflow.exceptions import ApprovalError, ContentChanged, PlaybookFailed
 from fleetflow.flowkit.summary import markdown_table
 from fleetflow.results import PlaybookResult, RunStatus
+from fleetflow.settings import get_settings
 
 __all__ = ["Approval", "Decision", "plan_and_apply", "plan_markdown"]
 
@@ -69,18 +78,26 @@ def plan_and_apply(
     timeout: int = 3600,
     approvers: Sequence[str] = (),
     poll_interval: int = 5,
+    inventory: str | None = None,
 ) -> PlaybookResult | State:
     """Plan, pause for approval (at most `timeout` s), apply on approval.
 
     `run(check)` runs the playbook with everything but check mode fixed; check runs must
     also ask for diffs (they are the plan).
 
+    `inventory` (the run's, by name) lets the content be fingerprinted before the plan
+    runs; without it, right after.
+
     Returns the applied run's result, the plan's when nothing would change, or a
     Cancelled state (for the flow to return) when the change was rejected or expired.
     Raises PlaybookFailed when the plan itself fails on a host: nothing is applied.
     """
     logger = get_run_logger()
+    project = get_settings().project_dir
+    # Before the plan runs: an edit made while it runs must count as a change too.
+    planned = _digest(project, inventory) if inventory else None
     plan = run(True)
+    planned = planned or _digest(project, plan.inventory)
     create_markdown_artifact(plan_markdown(plan), key="plan", description=plan.summary())
     if plan.status != RunStatus.SUCCESSFUL:
         raise PlaybookFailed(f"the plan failed, nothing was applied: {plan.message}", plan)
@@ -98,12 +115,22 @@ def plan_and_apply(
     if approval.decision == Decision.REJECT:
         because = f": {approval.comment}" if approval.comment else ""
         return _refuse(plan, "rejected", f"rejected by {approval.approver}{because}", approval)
+    if changes := changed_paths(planned, _digest(project, plan.inventory)):
+        reason = (f"approved by {approval.approver}, not applied: the content changed since "
+                  f"the plan ({plan.source or 'content unknown'}): {', '.join(changes[:20])}"
+                  + (f" and {len(changes) - 20} more" if len(changes) > 20 else ""))  # fmt: skip
+        _record(plan, "refused", reason, approval)
+        raise ContentChanged(reason)
     logger.info("approved by %s%s; applying", approval.approver, _said(approval))
     _record(plan, "approved", f"approved by {approval.approver}", approval)
     applied = run(False)
     if unplanned := sorted(set(applied.changed_hosts) - set(plan.changed_hosts)):
         logger.warning("hosts changed that the plan did not show: %s", ", ".join(unplanned))
     return applied
+
+
+def _digest(project: Path, inventory: str) -> dict[str, str]:
+    return content_digest(project, resolve_inventory(inventory, project))
 
 
 def _said(approval: Approval) -> str:
@@ -172,6 +199,7 @@ def _record(plan: PlaybookResult, outcome: str, reason: str, approval: Approval 
         ("approver", approval.approver if approval else "-"),
         ("comment", approval.comment if approval and approval.comment else "-"),
         ("hosts in the plan", ", ".join(plan.changed_hosts)),
+        ("content planned", str(plan.source) if plan.source else "-"),
     ]
     table = markdown_table((), rows)
     create_markdown_artifact(table, key="approval", description=f"change {outcome}")
@@ -185,6 +213,8 @@ def _record(plan: PlaybookResult, outcome: str, reason: str, approval: Approval 
             "approver": approval.approver if approval else "",
             "comment": approval.comment if approval else "",
             "hosts": plan.changed_hosts,
+            "commit": plan.source.commit if plan.source else "",
+            "dirty": plan.source.dirty if plan.source else True,
         },
     )
 
@@ -192,7 +222,8 @@ def _record(plan: PlaybookResult, outcome: str, reason: str, approval: Approval 
 def _form_text(plan: PlaybookResult, approvers: Sequence[str]) -> str:
     who = f" Allowed approvers: {', '.join(approvers)}." if approvers else ""
     return (
-        f"**{plan.summary()}**\n\nThe plan artifact of this run shows each change and its diff."
+        f"**{plan.summary()}**\n\nPlanned with {plan.source or 'content unknown'}."
+        f" The plan artifact of this run shows each change and its diff."
         f" Approve to apply it now; reject to end the run with nothing applied.{who}"
     )
 

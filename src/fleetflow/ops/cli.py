@@ -111,11 +111,22 @@ def _apply_automations(args: argparse.Namespace) -> int:
 def _deploy(args: argparse.Namespace) -> int:
     from fleetflow.ops.deploy import deploy, tighten
 
-    project = get_settings().project_dir
-    lines = tighten(project / "prefect.yaml") if args.tighten_only else deploy(project)
+    settings = get_settings()
+    project = settings.project_dir
+    if args.tighten_only:
+        lines = tighten(project / "prefect.yaml")
+    else:
+        remote = args.remote or settings.git_remote
+        lines = deploy(project, remote=remote, working_tree=args.working_tree)
     for line in lines:
         print(line)
     print(f"{len(lines)} deployments: unknown parameters and other inventories refused")
+    if args.working_tree:
+        print(
+            "WARNING: deployed the working tree: each worker runs the files on its own disk "
+            "(FLEETFLOW_PROJECT_DIR), committed or not; every run is recorded as dirty",
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -163,8 +174,8 @@ def _host_history(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([r.to_json() for r in records], indent=1))
         return 0
-    rows = [("time", "playbook", "inventory", "outcome", "changed", "flow run")] + [
-        (r.time, r.playbook, r.inventory, r.outcome, str(r.changed),
+    rows = [("time", "playbook", "inventory", "outcome", "changed", "commit", "flow run")] + [
+        (r.time, r.playbook, r.inventory, r.outcome, str(r.changed), r.content,
          r.flow_run + (f" ({r.attempts} attempts)" if r.attempts > 1 else ""))
         for r in records
     ]  # fmt: skip
@@ -172,6 +183,9 @@ def _host_history(args: argparse.Namespace) -> int:
         print(line)
     if not records:
         print(f"no playbook run on {args.host_name} is on record")
+    elif last := next((r for r in records if r.changed and not r.check), None):
+        print(f"last changed by commit {last.content} ({last.playbook}, {last.time}, "
+              f"{last.flow_run})")  # fmt: skip
     return 0
 
 
@@ -351,6 +365,16 @@ def _parser() -> argparse.ArgumentParser:
     deploy.add_argument(
         "--tighten-only", action="store_true",
         help="only make the server's deployments strict (after deploying them another way)",
+    )  # fmt: skip
+    deploy.add_argument(
+        "--remote", metavar="URL",
+        help="git remote the workers fetch the commit from (default: FLEETFLOW_GIT_REMOTE, "
+        "else this repository)",
+    )  # fmt: skip
+    deploy.add_argument(
+        "--working-tree", action="store_true",
+        help="development only: workers run the files on their own disk, committed or not "
+        "(runs recorded as dirty) instead of the deployed commit",
     )  # fmt: skip
     deploy.set_defaults(handler=_deploy)
 

@@ -16,6 +16,14 @@ sets, per deployment:
 
 The flows check the same again when they start (the API lets a caller skip the server's
 schema check), so this is the first line, not the only one.
+
+Which content runs: a deployment runs the commit it was deployed from. `deploy` refuses a
+checkout with uncommitted changes (or outside git), checks that the git remote has the
+commit (fetching it into this machine's checkout cache, which also warms it for local
+workers), and replaces each deployment's pull steps with `fleetflow.ops.checkout.checkout`
+at that commit; the deployment's version is the commit. `working_tree=True` keeps
+prefect.yaml's pull step instead: each worker runs the files on its own disk, and every run
+is recorded as dirty (for development; a bank's deployments should never use it).
 """
 
 from __future__ import annotations
@@ -30,10 +38,23 @@ from typing import Any
 import yaml
 
 from fleetflow.engine.inventory import resolve_playbook
+from fleetflow.engine.source import describe
 from fleetflow.engine.variables import load_declaration
 from fleetflow.exceptions import ConfigurationError
+from fleetflow.ops.checkout import valid_ref, warm
 
-__all__ = ["MAX_TIME_LIMIT", "DeploymentRules", "deploy", "strict_schema", "tighten"]
+__all__ = [
+    "CHECKOUT_STEP",
+    "MAX_TIME_LIMIT",
+    "DeploymentRules",
+    "Pin",
+    "deploy",
+    "pin_commit",
+    "strict_schema",
+    "tighten",
+]
+
+CHECKOUT_STEP = "fleetflow.ops.checkout.checkout"
 
 MAX_TIME_LIMIT = 24 * 3600
 
@@ -46,6 +67,22 @@ class DeploymentRules:
     entrypoint: str
     inventories: tuple[str, ...] = ()
     time_limit: int | None = None
+    refs: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Pin:
+    """The commit deployments run, and the remote they fetch it from."""
+
+    repository: str
+    commit: str
+    ref: str
+
+    def pull_steps(self, rules: DeploymentRules | None) -> list[dict[str, Any]]:
+        refs = list(rules.refs) if rules else []
+        step = {"repository": self.repository, "commit": self.commit, "ref": self.ref,
+                "refs": refs}  # fmt: skip
+        return [{CHECKOUT_STEP: step}]
 
 
 def load_rules(prefect_yaml: Path) -> list[DeploymentRules]:
@@ -70,7 +107,15 @@ def _rules(entry: dict[str, Any]) -> DeploymentRules:
             f"deployment {name} ({entrypoint}): time_limit {limit!r} must be 60-"
             f"{MAX_TIME_LIMIT} seconds"
         )
-    return DeploymentRules(name, entrypoint, tuple(str(i) for i in inventories), limit)
+    refs = extra.get("refs") or []
+    if not isinstance(refs, list) or not all(
+        isinstance(r, str) and valid_ref(r.replace("*", "x")) for r in refs
+    ):
+        raise ConfigurationError(
+            f"deployment {name} ({entrypoint}): fleetflow.refs must be a list of branch or "
+            f"tag names (* matches any characters): {refs!r}"
+        )
+    return DeploymentRules(name, entrypoint, tuple(str(i) for i in inventories), limit, tuple(refs))
 
 
 def strict_schema(
@@ -116,8 +161,10 @@ def _declared_variables(schema: dict[str, Any], project_dir: Path) -> None:
     schema["allOf"] = rules
 
 
-def tighten(prefect_yaml: Path) -> list[str]:
-    """Make the schema of every deployment of the server strict; one line per deployment."""
+def tighten(prefect_yaml: Path, pin: Pin | None = None, listed_only: bool = False) -> list[str]:
+    """Make the schema of every deployment of the server strict (`listed_only`: of those
+    prefect.yaml lists) and, with `pin`, make prefect.yaml's deployments run its commit;
+    one line per deployment."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import DeploymentUpdate
 
@@ -129,24 +176,61 @@ def tighten(prefect_yaml: Path) -> list[str]:
             if not schema:
                 continue
             rule = rules.get((deployment.name, str(deployment.entrypoint)))
-            client.update_deployment(
-                deployment.id,
-                DeploymentUpdate(
-                    parameter_openapi_schema=strict_schema(schema, rule, prefect_yaml.parent),
-                    enforce_parameter_schema=True,
-                ),
+            if listed_only and rule is None:
+                continue  # another repository's: its own deploy made it strict
+            update = DeploymentUpdate(
+                parameter_openapi_schema=strict_schema(schema, rule, prefect_yaml.parent),
+                enforce_parameter_schema=True,
             )
+            if pin and rule:
+                update.pull_steps = pin.pull_steps(rule)
+                update.version = pin.commit[:12]
+            client.update_deployment(deployment.id, update)
             pinned = (
                 f"inventories {', '.join(rule.inventories)}" if rule and rule.inventories else ""
             )
-            lines.append(f"{deployment.name} ({deployment.entrypoint}): strict {pinned}".strip())
+            runs = f"commit {pin.commit[:12]}" if pin and rule else "its pull steps"
+            lines.append(f"{deployment.name} ({deployment.entrypoint}): strict {pinned}, "
+                         f"runs {runs}".replace(" ,", ","))  # fmt: skip
     return lines
 
 
-def deploy(project_dir: Path) -> list[str]:
-    """`prefect deploy --all` from the repository root, then `tighten`."""
+def pin_commit(project_dir: Path, remote: str | None) -> Pin:
+    """The commit of `project_dir` to deploy, checked: no uncommitted changes, and on
+    `remote` (default: the repository itself). ConfigurationError otherwise."""
+    source = describe(project_dir)
+    if not source.commit:
+        raise ConfigurationError(
+            f"{project_dir} is not a git checkout with a commit: deployments run committed "
+            "content (or deploy the working tree with --working-tree, for development)"
+        )
+    if source.dirty:
+        raise ConfigurationError(
+            f"uncommitted changes in {project_dir} ({', '.join(_dirty_files(project_dir))}): "
+            "a deployment runs a commit, and these would not be in it. Commit and push them "
+            "(or deploy the working tree with --working-tree, for development: runs are "
+            "recorded as dirty)"
+        )
+    repository = remote or project_dir.resolve().as_uri()
+    warm(repository, source.commit)
+    return Pin(repository, source.commit, source.ref)
+
+
+def _dirty_files(project_dir: Path, most: int = 10) -> list[str]:
+    done = subprocess.run(
+        ["git", "-C", str(project_dir), "status", "--porcelain", "--untracked-files=normal"],
+        capture_output=True, text=True, check=False, stdin=subprocess.DEVNULL, timeout=60,
+    )  # fmt: skip
+    files = [line[3:] for line in done.stdout.splitlines() if line.strip()]
+    return files[:most] + ([f"{len(files) - most} more"] if len(files) > most else [])
+
+
+def deploy(project_dir: Path, remote: str | None = None, working_tree: bool = False) -> list[str]:
+    """`prefect deploy --all` from the repository root, then `tighten`, pinning the
+    deployments to the checkout's commit unless `working_tree`."""
     prefect_yaml = project_dir / "prefect.yaml"
     load_rules(prefect_yaml)  # refuse a bad file before deploying anything
+    pin = None if working_tree else pin_commit(project_dir, remote)
     done = subprocess.run(
         [str(Path(sys.executable).parent / "prefect"), "--no-prompt", "deploy", "--all"],
         cwd=project_dir, stdin=subprocess.DEVNULL, capture_output=True, text=True,
@@ -154,4 +238,4 @@ def deploy(project_dir: Path) -> list[str]:
     )  # fmt: skip
     if done.returncode != 0:
         raise ConfigurationError(f"prefect deploy failed:\n{(done.stdout + done.stderr)[-3000:]}")
-    return tighten(prefect_yaml)
+    return tighten(prefect_yaml, pin, listed_only=True)

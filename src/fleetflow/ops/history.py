@@ -239,9 +239,17 @@ class HostRunRecord:
     changed: int
     attempts: int
     flow_run: str
+    commit: str = ""
+    dirty: bool = False
+    check: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
+
+    @property
+    def content(self) -> str:
+        """The commit the run used, short; `+dirty` when the files were not that commit."""
+        return (self.commit[:12] or "unknown") + ("+dirty" if self.dirty else "")
 
 
 def read_host_history(
@@ -267,6 +275,7 @@ def read_host_history(
                 playbook=payload.playbook, inventory=payload.inventory,
                 outcome=outcome.status, changed=outcome.changed,
                 attempts=outcome.attempts, flow_run=flow_run,
+                commit=payload.commit, dirty=payload.dirty, check=payload.check,
             )
         )  # fmt: skip
     return records

@@ -200,6 +200,8 @@ def test_an_operators_run_carries_their_name_and_only_allowed_fields(rig: Rig) -
     "body",
     [
         {"job_variables": {"command": "id"}},
+        {"job_variables": {"env": {"GIT_SSH_COMMAND": "id"}}},
+        {"job_variables": {"env": {"PATH": "/tmp"}}},
         {"work_queue_name": "prod"},
         {"parameters": {"playbook": "site", "ansible_ssh_common_args": "-o ProxyCommand=id"}},
         {"state": {"type": "RUNNING"}},

@@ -17,6 +17,7 @@ from prefect.events.schemas.events import ReceivedEvent, Resource
 from fleetflow.engine import publish
 from fleetflow.engine.publish import HostOutcome, PlaybookFinished
 from fleetflow.engine.secrets import MASK
+from fleetflow.engine.source import Source
 from fleetflow.results import HostFailure, HostResult, HostStatus, PlaybookResult, RunStatus
 
 
@@ -60,7 +61,8 @@ def test_the_finished_payload_keeps_its_json_and_reads_back_through_its_model(
         "db-1": HostResult(host="db-1", status=HostStatus.FAILED, failed=1,
                            failure=HostFailure(task="t", message="m")),
     }  # fmt: skip
-    result = _result(hosts, RunStatus.FAILED)
+    source = Source(commit="c0ffee" * 6 + "beef", ref="main", dirty=False, origin="checkout")
+    result = _result(hosts, RunStatus.FAILED).model_copy(update={"source": source})
     publish.emit_run_events(result, {"web-2": ["web", "eu"]}, ansible_events=40, log_lines=9)
     finished = [e for e in sent if e["event"] == publish.PLAYBOOK_EVENT]
     assert [e["event"] for e in sent] == ["fleetflow.host.failed", publish.PLAYBOOK_EVENT]
@@ -69,6 +71,7 @@ def test_the_finished_payload_keeps_its_json_and_reads_back_through_its_model(
     assert json.dumps(payload) == json.dumps({
         "playbook": "site", "inventory": "lab", "status": "failed", "check": False,
         "duration_seconds": 12.346, "attempts": 2, "ansible_events": 40, "log_lines": 9,
+        "commit": "c0ffee" * 6 + "beef", "ref": "main", "dirty": False,
         "hosts": {
             "db-1": {"status": "failed", "changed": 0, "attempts": 1, "groups": []},
             "web-2": {"status": "changed", "changed": 3, "attempts": 2, "groups": ["web", "eu"]},
