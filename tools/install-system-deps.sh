@@ -7,8 +7,15 @@
 #   chromium           the real-browser checks of the Prefect UI (tests/integration/test_ui.py),
 #                      driven by Playwright at /usr/bin/chromium: Playwright's own browser
 #                      download is not reachable here
+#   prometheus, prometheus-alertmanager, prometheus-node-exporter
+#                      the stack's monitoring (`monitoring: true`) and the promtool/amtool
+#                      checks of deployments/monitoring. On a machine with systemd their
+#                      packaged services start on :9090, :9093 and :9100; the stack never uses
+#                      those: it runs its own copies on free loopback ports
+#                      (`systemctl disable --now prometheus prometheus-alertmanager
+#                      prometheus-node-exporter` if this machine should run none).
 set -euo pipefail
-packages=(debootstrap openssh-client iptables util-linux mount make chromium)
+packages=(debootstrap openssh-client iptables util-linux mount make chromium prometheus prometheus-alertmanager prometheus-node-exporter)
 missing=()
 for pkg in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

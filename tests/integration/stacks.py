@@ -206,13 +206,18 @@ def _drop_database(name: str) -> None:
 
 @contextmanager
 def running_stack(
-    directory: Path, inventory: str, config: str = CONFIG, more: dict[str, Path] | None = None
+    directory: Path,
+    inventory: str,
+    config: str = CONFIG,
+    more: dict[str, Path] | None = None,
+    extra_env: dict[str, str] | None = None,
 ) -> Iterator[RunningStack]:
     """`fleetflow stack up` in `directory` on a fresh database, deployed; always stopped.
 
     Its repository (tests.project) has the test playbooks and `inventory` (a lab's
     inventory directory) as the environment `lab` (`stack.inventory`), and `more`
-    environments if given.
+    environments if given. `extra_env` is added to the environment `stack up` runs in (and so
+    to its services').
     """
     (directory / "stack.yaml").write_text(config)
     project = make_project(directory / "project", {"lab": Path(inventory), **(more or {})})
@@ -227,6 +232,7 @@ def running_stack(
         "FLEETFLOW_API_AUTH": AUTH,
         "PREFECT_API_AUTH_STRING": AUTH,
         "FLEETFLOW_PROJECT_DIR": str(project),
+        **(extra_env or {}),
     }
     running = RunningStack(env, directory, database, "lab", project)
     try:

@@ -14,6 +14,9 @@ from typing import Any
 
 from prefect.client.orchestration import SyncPrefectClient
 from prefect.client.schemas.filters import (
+    DeploymentFilter,
+    DeploymentFilterId,
+    DeploymentFilterTags,
     FlowRunFilter,
     FlowRunFilterEndTime,
     FlowRunFilterState,
@@ -26,7 +29,7 @@ from prefect.events.filters import EventFilter, EventNameFilter, EventOccurredFi
 from prefect.events.schemas.events import ReceivedEvent
 
 from fleetflow.engine.publish import EVENT_PAGE, PLAYBOOK_EVENT, PlaybookFinished, iter_events
-from fleetflow.metrics._families import ACTIVE_STATES, Families
+from fleetflow.metrics._families import ACTIVE_STATES, CRITICAL_TAG, Families
 from fleetflow.metrics._labels import OTHER, RepositoryNames
 from fleetflow.results import HostStatus, RunStatus
 
@@ -35,6 +38,8 @@ logger = logging.getLogger(__name__)
 _ALERT_EVENTS = ("prefect.automation.action.executed", "prefect.automation.action.failed")
 _FINAL = [StateType.COMPLETED, StateType.FAILED, StateType.CRASHED, StateType.CANCELLED]
 _PAGE = 200
+# The final states deployments/monitoring/rules/alerts.yml counts as a failed run.
+_FAILED_STATES = ("Failed", "Crashed", "TimedOut")
 _RUN_STATUSES = frozenset(RunStatus)
 _HOST_STATUSES = frozenset(HostStatus)
 
@@ -66,6 +71,7 @@ class Exporter:
         self._count_flow_runs(client, since)
         self._read_active(client)
         self._read_workers(client, now)
+        self._read_critical(client)
         self._cursor = now
         self._seen = {k: t for k, t in self._seen.items() if t >= now - 2 * self.overlap}
         self.families.last_poll.set(now.timestamp())
@@ -165,6 +171,29 @@ class Exporter:
                     continue
                 heartbeat.labels(pool.name, worker.name).set(beat.timestamp())
                 online.labels(pool.name, worker.name).set(1 if worker.status == "ONLINE" else 0)
+
+    def _read_critical(self, client: SyncPrefectClient) -> None:
+        """Which deployments prefect.yaml tags critical, and their Late runs: read fresh,
+        so a tag added or removed counts from the next poll on."""
+        critical, late = self.families.deployment_critical, self.families.critical_late_runs
+        critical.clear()
+        late.clear()
+        tagged = DeploymentFilter(tags=DeploymentFilterTags(all_=[CRITICAL_TAG]))
+        for deployment in client.read_deployments(deployment_filter=tagged, limit=_PAGE):
+            flow_id = deployment.flow_id
+            flow = self._name(flow_id, lambda: client.read_flow(flow_id).name)  # noqa: B023
+            critical.labels(flow, deployment.name).set(1)
+            for state in _FAILED_STATES:
+                # Served at 0 before the first failure: Prometheus sees no increase in a
+                # series that starts at 1, so the first failure would never page.
+                self.families.flow_runs.labels(flow, deployment.name, state)
+            count = client.count_flow_runs(
+                flow_run_filter=FlowRunFilter(
+                    state=FlowRunFilterState(name=FlowRunFilterStateName(any_=["Late"]))
+                ),
+                deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment.id])),
+            )
+            late.labels(flow, deployment.name).set(count)
 
 
 def _known(value: object, allowed: frozenset[str]) -> str:

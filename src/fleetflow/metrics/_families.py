@@ -13,6 +13,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 DURATION_BUCKETS = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0)
 # Flow runs not yet finished, by state name (Scheduled means due later, Late means overdue).
 ACTIVE_STATES = ("Scheduled", "Late", "Pending", "Running", "Paused", "Cancelling")
+# The deployment tag (prefect.yaml) that makes its failures and lateness page through
+# Prometheus (deployments/monitoring/rules): rules never name deployments.
+CRITICAL_TAG = "critical"
 
 
 @dataclass
@@ -34,6 +37,8 @@ class Families:
     worker_online: Gauge
     poll_errors: Counter
     last_poll: Gauge
+    deployment_critical: Gauge
+    critical_late_runs: Gauge
 
 
 def new_families() -> Families:
@@ -103,6 +108,16 @@ def new_families() -> Families:
         last_poll=Gauge(
             "fleetflow_exporter_last_poll_timestamp_seconds",
             "When the exporter last read the Prefect API successfully.", registry=r,
+        ),
+        deployment_critical=Gauge(
+            "fleetflow_deployment_critical",
+            f"1 for each deployment tagged {CRITICAL_TAG!r} in prefect.yaml (alert rules "
+            "join on it).", ["flow", "deployment"], registry=r,
+        ),
+        critical_late_runs=Gauge(
+            "fleetflow_critical_deployment_late_runs",
+            "Flow runs of critical deployments in state Late now.",
+            ["flow", "deployment"], registry=r,
         ),
     )  # fmt: skip
 

@@ -113,6 +113,7 @@ def _status_json(status: StackStatus) -> dict[str, object]:
             for p, alive in status.processes
         ],
         "workers": status.workers,
+        "monitoring": status.monitoring,
         "up": status.up,
     }
 
@@ -126,5 +127,7 @@ def _print_status(status: StackStatus) -> None:
         state = "running" if alive else "exited"
         print(f"  {process.role:<7} {process.name:<16} pid {process.pid:<8} {state} {seen}")
         print(f"          log: {process.log}")
+    for service, url in status.monitoring.items():
+        print(f"{service + ':':<15} {url}")
     print(f"use it:   export PREFECT_API_URL={status.api_url}")
     print(f'          export PREFECT_API_AUTH_STRING="{status.auth_source}"')

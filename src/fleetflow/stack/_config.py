@@ -10,7 +10,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from fleetflow.exceptions import StackError
 
-__all__ = ["QueueSpec", "StackConfig", "WorkPoolSpec", "WorkerSpec", "parse_worker_option"]
+__all__ = [
+    "MonitoringSpec",
+    "QueueSpec",
+    "StackConfig",
+    "WorkPoolSpec",
+    "WorkerSpec",
+    "parse_worker_option",
+]
 
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
 
@@ -68,6 +75,39 @@ class RetentionSpec(_Strict):
         }
 
 
+class MonitoringSpec(_Strict):
+    """Prometheus, Alertmanager, a node exporter and fleetflow's exporter on this machine
+    (deployments/monitoring). Off unless the stack file says `monitoring: true` (or gives
+    these settings): a laptop does not need them."""
+
+    enabled: bool = False
+    scrape_interval_seconds: float = Field(default=15, ge=1, le=300)
+    evaluation_interval_seconds: float = Field(default=15, ge=1, le=300)
+    exporter_interval_seconds: float = Field(default=15, ge=1, le=300, description="API poll.")
+    # Alertmanager waits this long to group the first alerts of an incident (its file: 30 s).
+    group_wait_seconds: float | None = Field(default=None, ge=0, le=600)
+    retention_days: float = Field(default=15, gt=0)
+    # Node exporters of the other machines that run workers (Debian's
+    # prometheus-node-exporter listens on :9100); this machine's is started by the stack.
+    worker_machines: tuple[str, ...] = Field(default=(), max_length=200)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_bool(cls, data: object) -> object:
+        if isinstance(data, bool):
+            return {"enabled": data}
+        if isinstance(data, dict) and data and "enabled" not in data:
+            return {**data, "enabled": True}
+        return data
+
+    @model_validator(mode="after")
+    def _targets_are_host_ports(self) -> MonitoringSpec:
+        for target in self.worker_machines:
+            if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9.-]{0,252}:[0-9]{1,5}", target):
+                raise ValueError(f"worker_machines: {target!r} is not host:port")
+        return self
+
+
 class StackConfig(_Strict):
     work_pool: WorkPoolSpec = WorkPoolSpec()
     retention: RetentionSpec = RetentionSpec()
@@ -76,6 +116,7 @@ class StackConfig(_Strict):
     worker_poll_seconds: float = Field(default=1.0, gt=0, le=60)
     # Each worker gets a warm launcher that forks pre-imported flow-run processes.
     warm_launcher: bool = True
+    monitoring: MonitoringSpec = MonitoringSpec()
 
     @model_validator(mode="after")
     def _workers_serve_known_queues(self) -> StackConfig:

@@ -34,6 +34,7 @@ from fleetflow.stack._database import (
     schema_revisions,
 )
 from fleetflow.stack._gateway import Tls, answers, free_loopback_port, port_open, start_gateway
+from fleetflow.stack._monitoring import forget_monitoring, monitoring_up, monitoring_urls
 from fleetflow.stack._pool import apply_work_pool, worker_states
 from fleetflow.stack._procs import MARK_VARIABLE, ServiceProcess, spawn, stop_all, tail, tail_file
 
@@ -59,6 +60,7 @@ class StackStatus:
     processes: list[tuple[ServiceProcess, bool]]
     workers: dict[str, str] = field(default_factory=dict)  # name -> Prefect's ONLINE/OFFLINE
     auth_source: str = ""  # a shell expression giving the credentials, never the credentials
+    monitoring: dict[str, str] = field(default_factory=dict)  # service -> its URL
 
     @property
     def up(self) -> bool:
@@ -271,6 +273,18 @@ class Stack:
                 started += self._start_worker(config, worker)
                 self._save(running + started)
             self._wait_workers_online(config.work_pool.name, [w.name for w in new_workers])
+            if config.monitoring.enabled:
+                env = self._worker_env(
+                    {
+                        "PREFECT_API_URL": self.internal_api_url,
+                        "PREFECT_API_AUTH_STRING": self.auth(),
+                    }
+                )
+                running, more = monitoring_up(
+                    self.directory, self.project_dir, config, running, env
+                )
+                started += more
+                self._save(running + started)
         except BaseException:
             stop_all(started, mark=f"{self.directory}#none")
             self._save(running)
@@ -480,8 +494,9 @@ class Stack:
         workers = worker_states(self.internal_api_url, self.auth(), pool) if healthy else {}
         source = "$FLEETFLOW_API_AUTH" if self._auth_given else f"$(cat {self.auth_file})"
         return StackStatus(
-            self.api_url, self.database_label, healthy, processes, workers, auth_source=source
-        )
+            self.api_url, self.database_label, healthy, processes, workers, auth_source=source,
+            monitoring=monitoring_urls(self.directory),
+        )  # fmt: skip
 
     def down(self) -> None:
         """Stop workers (and their flow runs), then the server; verify nothing is left."""
@@ -491,4 +506,5 @@ class Stack:
         survivors += stop_all(processes, mark=str(self.directory))
         if survivors:
             raise StackError(f"processes survived SIGKILL: {sorted(set(survivors))}")
+        forget_monitoring(self.directory)
         self._state_file.unlink(missing_ok=True)

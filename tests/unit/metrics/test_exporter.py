@@ -64,6 +64,8 @@ class FakeClient:
     runs: list[FlowRun] = field(default_factory=list)
     active: dict[str, int] = field(default_factory=dict)
     workers: list[Worker] = field(default_factory=list)
+    critical: dict[str, int] = field(default_factory=dict)  # critical deployment: Late runs
+    _deployment_names: dict[Any, str] = field(default_factory=dict)
 
     def read_events(self, filter: Any, limit: int) -> EventPage:
         since, until = filter.occurred.since, filter.occurred.until
@@ -81,8 +83,20 @@ class FakeClient:
     def read_deployment(self, deployment_id: Any) -> Any:
         return type("Deployment", (), {"name": "prod"})
 
-    def count_flow_runs(self, flow_run_filter: Any) -> int:
+    def count_flow_runs(self, flow_run_filter: Any, deployment_filter: Any = None) -> int:
+        if deployment_filter is not None:
+            name = self._deployment_names[deployment_filter.id.any_[0]]
+            return self.critical[name]
         return self.active.get(flow_run_filter.state.name.any_[0], 0)
+
+    def read_deployments(self, deployment_filter: Any, limit: int) -> list[Any]:
+        assert deployment_filter.tags.all_ == ["critical"]
+        found = [
+            type("Deployment", (), {"id": uuid4(), "name": name, "flow_id": uuid4()})
+            for name in self.critical
+        ]
+        self._deployment_names = {d.id: d.name for d in found}
+        return found
 
     def read_work_pools(self) -> list[WorkPool]:
         return [WorkPool(name="fleetflow", type="process")]
@@ -190,6 +204,26 @@ def test_the_dashboard_queries_only_served_metrics_and_shows_every_family() -> N
     shown = {next((n[: -len(x)] for x in suffixes if n.endswith(x)), n) for n in used}
     families = {f.name for f in new_families().registry.collect()}
     assert families <= shown, f"no panel shows {sorted(families - shown)}"
+
+
+def test_critical_deployments_and_their_late_runs_are_read_fresh_each_poll() -> None:
+    client = FakeClient(critical={"nightly": 2, "patch": 0})
+    exporter = Exporter(new_families(), since=_ago(60))
+    exporter.poll(client)  # type: ignore[arg-type]
+    s = _scrape(exporter)
+    assert _value(s, "fleetflow_deployment_critical", flow="site", deployment="nightly") == 1
+    assert _value(s, "fleetflow_critical_deployment_late_runs", flow="site",
+                  deployment="nightly") == 2  # fmt: skip
+    assert _value(s, "fleetflow_critical_deployment_late_runs", flow="site",
+                  deployment="patch") == 0  # fmt: skip
+    # Its failures are served at 0 before the first one, so the first one is an increase.
+    failed = ("fleetflow_flow_runs_total", frozenset(
+        {"flow": "site", "deployment": "nightly", "state": "Failed"}.items()))  # fmt: skip
+    assert s[failed] == 0
+    client.critical = {"patch": 1}  # the tag was taken off nightly
+    exporter.poll(client)  # type: ignore[arg-type]
+    names = {name for name, labels in _scrape(exporter) if ("deployment", "nightly") in labels}
+    assert not names & {"fleetflow_deployment_critical", "fleetflow_critical_deployment_late_runs"}
 
 
 def test_a_big_runs_parts_count_the_run_once_and_every_host() -> None:
