@@ -65,7 +65,7 @@ molecule: venv
 # The performance benchmarks (issue #9; about 40 minutes on 2 cores). Each starts its own
 # lab and Prefect server and writes its section of bench/RESULTS.md.
 bench: venv
-	set -e; for b in overhead speed events scale; do $(BIN)/fleetflow bench $$b; done
+	set -e; for b in overhead speed events scale checkout; do $(BIN)/fleetflow bench $$b; done
 
 # Two processes, one test module each at a time; then, alone, the tests marked exclusive.
 test: lint

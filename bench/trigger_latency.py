@@ -139,7 +139,8 @@ def main() -> None:
                 config.write_text(_config(MODES[mode]))
                 _run(env, str(BIN / "fleetflow"), "stack", "up", "--config", str(config))
                 try:
-                    _run(env, str(BIN / "fleetflow"), "deploy")
+                    # The lab inventory is written by `lab up`, not committed: run the tree.
+                    _run(env, str(BIN / "fleetflow"), "deploy", "--working-tree")
                     measure(env, "lab", 1)  # warm-up, not counted
                     rows = measure(env, "lab", args.runs)
                     print(f"{mode:<6} ({args.runs} runs): {_summary(rows)}", flush=True)

@@ -36,3 +36,10 @@ def test_event_pipeline_loses_no_line() -> None:
     out = _bench("events", "--tasks", "5", "--runs", "1", "--repeat", "2")
     lost = re.search(r"^\| log lines lost \| 0 of ([\d,]+)", out, re.M)
     assert lost and int(lost.group(1).replace(",", "")) > 5 * 5 * 2, out[-3000:]
+
+
+def test_checkout_times_a_new_and_a_cached_commit() -> None:
+    out = _bench("checkout", "--runs", "2")
+    rows = re.findall(r"^\| (first run|later runs)[^|]*\| (\d+) ms \| (\d+) ms \|", out, re.M)
+    assert [r[0] for r in rows] == ["first run", "later runs"], out[-3000:]
+    assert all(0 < int(p50) <= int(most) for _, p50, most in rows)

@@ -108,6 +108,8 @@ class Exporter:
             f.playbook_retries.labels(playbook).inc(max(p.attempts - 1, 0))
             f.ansible_events.labels(playbook).inc(p.ansible_events)
             f.log_lines.labels(playbook).inc(p.log_lines)
+            if p.dirty:
+                f.dirty_runs.inc()
         for outcome in p.hosts.values():
             f.host_retries.labels(playbook).inc(max(outcome.attempts - 1, 0))
             for group in outcome.groups or ["ungrouped"]:

@@ -32,6 +32,7 @@ class Families:
     host_retries: Counter
     ansible_events: Counter
     log_lines: Counter
+    dirty_runs: Counter
     alerts: Counter
     worker_heartbeat: Gauge
     worker_online: Gauge
@@ -89,6 +90,11 @@ def new_families() -> Families:
         log_lines=Counter(
             "fleetflow_playbook_log_lines", "Log lines playbook runs sent to Prefect.",
             ["playbook"], registry=r,
+        ),
+        dirty_runs=Counter(
+            "fleetflow_playbook_runs_dirty",
+            "Playbook runs whose files were not a git commit (uncommitted changes, not in git).",
+            registry=r,
         ),
         alerts=Counter(
             "fleetflow_alerts", "Automation actions (alerts) run by the server, by result.",

@@ -10,6 +10,7 @@ before the flow is loaded)::
           commit: 3f14d8d2c0...          # the commit deployed
           ref: main                      # the branch it was deployed from (recorded only)
           refs: ["release/*"]            # refs an operator may pick instead (default none)
+          ssh_key_secret: git-deploy-key # Secret block with the remote's SSH deploy key
 
 A worker needs no checkout of its own: it keeps a mirror of the remote and one extracted
 tree per commit under FLEETFLOW_CODE_CACHE (default ~/.cache/fleetflow/code). A run of a
@@ -33,9 +34,11 @@ import json
 import logging
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import tarfile
+import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -43,7 +46,7 @@ from pathlib import Path
 from uuid import UUID
 
 from fleetflow.engine.source import SOURCE_VARIABLE
-from fleetflow.exceptions import CheckoutError, FleetflowError
+from fleetflow.exceptions import CheckoutError, ConfigurationError, FleetflowError
 
 __all__ = ["CACHE_VARIABLE", "REF_TAG", "checkout", "tree_digest", "valid_ref", "warm"]
 
@@ -53,12 +56,19 @@ _COMMIT = re.compile(r"^[0-9a-f]{40}([0-9a-f]{24})?$")
 # Branch and tag names as people write them; no option-like or revision syntax.
 _REF = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,199}$")
 _GIT_TIMEOUT = 600
+# Extracted commits kept per remote beyond those used in the last PRUNE_AFTER seconds.
+KEEP_TREES = 20
+PRUNE_AFTER = 7 * 24 * 3600
 # Prefect's console handler shows it in the worker's output, beside the other pull steps.
 log = logging.getLogger("prefect.fleetflow.checkout")
 
 
 def checkout(
-    repository: str, commit: str, ref: str = "", refs: Sequence[str] = ()
+    repository: str,
+    commit: str,
+    ref: str = "",
+    refs: Sequence[str] = (),
+    ssh_key_secret: str = "",
 ) -> dict[str, str]:
     """Make `commit` (or the allowed ref the run asks for) the run's working directory and
     the project directory of its playbooks; returns {"directory", "commit", "ref"}.
@@ -66,8 +76,9 @@ def checkout(
     On CheckoutError the run is set Failed with the reason (else the process's exit would
     make it Crashed, which alerts as a broken machine) before the error is raised."""
     try:
-        return _checkout(repository, commit, ref, refs)
-    except CheckoutError as exc:
+        with _deploy_key(ssh_key_secret):
+            return _checkout(repository, commit, ref, refs)
+    except (CheckoutError, ConfigurationError) as exc:
         _fail_run(str(exc))
         raise
 
@@ -93,13 +104,38 @@ def _checkout(repository: str, commit: str, ref: str, refs: Sequence[str]) -> di
     return {"directory": str(tree), "commit": commit, "ref": ref}
 
 
-def warm(repository: str, commit: str) -> Path:
+def warm(repository: str, commit: str, ssh_key_secret: str = "") -> Path:
     """`commit` fetched and extracted into this machine's cache, as a run would have it;
     CheckoutError when the remote does not have it."""
     _check_repository(repository)
     cache = _cache_of(repository)
-    with cache.locked():
+    with _deploy_key(ssh_key_secret), cache.locked():
         return cache.tree(repository, commit)
+
+
+@contextmanager
+def _deploy_key(secret: str) -> Iterator[None]:
+    """With a Secret block's SSH key, git's ssh uses that key only, from a 0600 file that
+    lives as long as the fetch. Host keys are checked as ever (the worker's known_hosts,
+    or GIT_SSH_COMMAND's own options): BatchMode makes an unknown host fail, never ask."""
+    if not secret:
+        yield
+        return
+    from fleetflow.engine.secrets import load_secret, write_private
+
+    key = load_secret(secret).get_secret_value()
+    with tempfile.TemporaryDirectory(prefix="fleetflow-git-") as private:
+        path = write_private(Path(private) / "key", key.rstrip("\n") + "\n")
+        ssh = f"ssh -i {shlex.quote(str(path))} -o IdentitiesOnly=yes -o BatchMode=yes"
+        before = os.environ.get("GIT_SSH_COMMAND")
+        os.environ["GIT_SSH_COMMAND"] = ssh
+        try:
+            yield
+        finally:
+            if before is None:
+                os.environ.pop("GIT_SSH_COMMAND", None)
+            else:
+                os.environ["GIT_SSH_COMMAND"] = before
 
 
 def valid_ref(ref: str) -> bool:
@@ -192,6 +228,7 @@ class _Cache:
         tree, digest_file = self.trees / commit, self.trees / f"{commit}.digest"
         if tree.is_dir() and digest_file.is_file():
             if tree_digest(tree) == digest_file.read_text():
+                digest_file.touch()  # last used: what pruning goes by
                 return tree
             # Kept for whoever looks into it; a run still using it keeps its files.
             aside = self.trees / f".changed-{commit}-{int(time.time())}"
@@ -208,7 +245,18 @@ class _Cache:
                 )
         self._extract(commit, tree)
         digest_file.write_text(tree_digest(tree))
+        self._prune()
         return tree
+
+    def _prune(self) -> None:
+        """Remove trees beyond the KEEP_TREES most recently used that nobody used for
+        PRUNE_AFTER seconds (a run of days keeps its tree; a worker's disk stays bounded)."""
+        digests = sorted(self.trees.glob("*.digest"), key=lambda p: p.stat().st_mtime)
+        old = time.time() - PRUNE_AFTER
+        for digest in digests[:-KEEP_TREES]:
+            if digest.stat().st_mtime < old:
+                shutil.rmtree(self.trees / digest.stem, ignore_errors=True)
+                digest.unlink(missing_ok=True)
 
     def _has(self, commit: str) -> bool:
         if not self.mirror.is_dir():

@@ -117,7 +117,8 @@ def _deploy(args: argparse.Namespace) -> int:
         lines = tighten(project / "prefect.yaml")
     else:
         remote = args.remote or settings.git_remote
-        lines = deploy(project, remote=remote, working_tree=args.working_tree)
+        lines = deploy(project, remote=remote, working_tree=args.working_tree,
+                       ssh_key_secret=args.ssh_key_secret or "")  # fmt: skip
     for line in lines:
         print(line)
     print(f"{len(lines)} deployments: unknown parameters and other inventories refused")
@@ -294,6 +295,7 @@ _BENCHMARKS = {
     "trigger": "prefect deployment run -> first playbook event (p50, p90)",
     "lab": "lab up/down times and what 50 hosts cost",
     "gateway": "what the access gateway adds per API request (p50, p99) and to the runs page",
+    "checkout": "what the deployments' pull step adds to a run's start (new commit, cached)",
 }
 
 
@@ -370,6 +372,11 @@ def _parser() -> argparse.ArgumentParser:
         "--remote", metavar="URL",
         help="git remote the workers fetch the commit from (default: FLEETFLOW_GIT_REMOTE, "
         "else this repository)",
+    )  # fmt: skip
+    deploy.add_argument(
+        "--ssh-key-secret", metavar="BLOCK",
+        help="Prefect Secret block holding the remote's SSH deploy key (workers load it to "
+        "fetch; only its name is stored)",
     )  # fmt: skip
     deploy.add_argument(
         "--working-tree", action="store_true",

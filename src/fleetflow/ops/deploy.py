@@ -77,11 +77,14 @@ class Pin:
     repository: str
     commit: str
     ref: str
+    ssh_key_secret: str = ""
 
     def pull_steps(self, rules: DeploymentRules | None) -> list[dict[str, Any]]:
         refs = list(rules.refs) if rules else []
-        step = {"repository": self.repository, "commit": self.commit, "ref": self.ref,
-                "refs": refs}  # fmt: skip
+        step: dict[str, Any] = {"repository": self.repository, "commit": self.commit,
+                                "ref": self.ref, "refs": refs}  # fmt: skip
+        if self.ssh_key_secret:
+            step["ssh_key_secret"] = self.ssh_key_secret
         return [{CHECKOUT_STEP: step}]
 
 
@@ -195,7 +198,7 @@ def tighten(prefect_yaml: Path, pin: Pin | None = None, listed_only: bool = Fals
     return lines
 
 
-def pin_commit(project_dir: Path, remote: str | None) -> Pin:
+def pin_commit(project_dir: Path, remote: str | None, ssh_key_secret: str = "") -> Pin:
     """The commit of `project_dir` to deploy, checked: no uncommitted changes, and on
     `remote` (default: the repository itself). ConfigurationError otherwise."""
     source = describe(project_dir)
@@ -212,8 +215,8 @@ def pin_commit(project_dir: Path, remote: str | None) -> Pin:
             "recorded as dirty)"
         )
     repository = remote or project_dir.resolve().as_uri()
-    warm(repository, source.commit)
-    return Pin(repository, source.commit, source.ref)
+    warm(repository, source.commit, ssh_key_secret)
+    return Pin(repository, source.commit, source.ref, ssh_key_secret)
 
 
 def _dirty_files(project_dir: Path, most: int = 10) -> list[str]:
@@ -225,12 +228,17 @@ def _dirty_files(project_dir: Path, most: int = 10) -> list[str]:
     return files[:most] + ([f"{len(files) - most} more"] if len(files) > most else [])
 
 
-def deploy(project_dir: Path, remote: str | None = None, working_tree: bool = False) -> list[str]:
+def deploy(
+    project_dir: Path,
+    remote: str | None = None,
+    working_tree: bool = False,
+    ssh_key_secret: str = "",
+) -> list[str]:
     """`prefect deploy --all` from the repository root, then `tighten`, pinning the
     deployments to the checkout's commit unless `working_tree`."""
     prefect_yaml = project_dir / "prefect.yaml"
     load_rules(prefect_yaml)  # refuse a bad file before deploying anything
-    pin = None if working_tree else pin_commit(project_dir, remote)
+    pin = None if working_tree else pin_commit(project_dir, remote, ssh_key_secret)
     done = subprocess.run(
         [str(Path(sys.executable).parent / "prefect"), "--no-prompt", "deploy", "--all"],
         cwd=project_dir, stdin=subprocess.DEVNULL, capture_output=True, text=True,

@@ -256,3 +256,15 @@ def test_caller_chosen_names_and_statuses_become_other() -> None:
     assert _value(s, "fleetflow_host_outcomes_total", playbook="site", group="ungrouped",
                   outcome="other") == 1  # fmt: skip
     assert all(len(value) < 100 for _, labels in s for _, value in labels)
+
+
+def test_runs_from_dirty_trees_are_counted_once_each_without_labels() -> None:
+    hosts = {"w1": ("ok", 1, ["web"])}
+    dirty = {**_payload("successful", hosts), "commit": "a" * 40, "dirty": True}
+    split = [{**dirty, "part": 1, "parts": 2}, {**dirty, "part": 2, "parts": 2}]
+    clean = {**_payload("successful", hosts), "commit": "b" * 40, "dirty": False}
+    client = FakeClient(events=[_event(p) for p in (*split, clean, _payload("failed", hosts))])
+    exporter = Exporter(new_families(), since=_ago(60))
+    exporter.poll(client)  # type: ignore[arg-type]
+    exporter.poll(client)  # type: ignore[arg-type]
+    assert _value(_scrape(exporter), "fleetflow_playbook_runs_dirty_total") == 1

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -230,3 +232,53 @@ def test_warm_fills_the_cache_a_worker_then_reads(repo: tuple[Path, Path, str]) 
     _, remote, a = repo
     tree = warm(remote.as_uri(), a)
     assert (tree / "ansible.cfg").is_file()
+
+
+FAKE_SSH = """#!/bin/sh
+# Records the key git's ssh was given, then serves the remote locally (as sshd would).
+while [ $# -gt 1 ]; do
+    case "$1" in
+        -i) stat -c '%a' "$2" >> "$LOG"; cat "$2" >> "$LOG"; shift 2 ;;
+        -o|-p) shift 2 ;;
+        -*) shift ;;
+        *) host="$1"; shift ;;
+    esac
+done
+exec sh -c "$1"
+"""
+
+
+def test_a_deploy_key_from_a_secret_block_is_used_for_the_fetch_only(
+    repo: tuple[Path, Path, str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    _, remote, a = repo
+    bin_dir, log = tmp_path / "bin", tmp_path / "ssh.log"
+    bin_dir.mkdir()
+    (bin_dir / "ssh").write_text(FAKE_SSH)
+    (bin_dir / "ssh").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    monkeypatch.setenv("LOG", str(log))
+    monkeypatch.setenv("FLEETFLOW_SECRET_GIT_DEPLOY_KEY", "-----BEGIN KEY-----\nsecret\n")
+    monkeypatch.delenv("GIT_SSH_COMMAND", raising=False)
+    checkout(f"ssh://git.example{remote}", a, ssh_key_secret="git-deploy-key")
+    assert log.read_text().splitlines() == ["600", "-----BEGIN KEY-----", "secret"]
+    assert "GIT_SSH_COMMAND" not in os.environ
+    assert not list(Path(tempfile.gettempdir()).glob("fleetflow-git-*"))
+
+
+def test_old_unused_trees_are_pruned_recent_ones_kept(
+    repo: tuple[Path, Path, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    work, remote, first = repo
+    monkeypatch.setattr(checkout_module, "KEEP_TREES", 1)
+    tree = Path(checkout(remote.as_uri(), first)["directory"])
+    second = commit(work, "playbooks/stamp.yml", "second\n")
+    git(work, "push", "-q", "origin", "main")
+    checkout(remote.as_uri(), second)
+    assert tree.is_dir()  # beyond KEEP_TREES but used within PRUNE_AFTER
+    old = time.time() - checkout_module.PRUNE_AFTER - 60
+    os.utime(tree.parent / f"{first}.digest", (old, old))
+    third = commit(work, "playbooks/stamp.yml", "third\n")
+    git(work, "push", "-q", "origin", "main")
+    checkout(remote.as_uri(), third)
+    assert not tree.exists() and (tree.parent / third).is_dir()
