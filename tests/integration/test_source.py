@@ -26,6 +26,7 @@ from fleetflow.lab import Lab
 from fleetflow.stack._procs import MARK_VARIABLE
 
 from ..conftest import REPO
+from ..gitrepo import git
 from .faults import CONFIG
 from .stacks import AUTH, BIN, RunningStack, running_stack
 
@@ -60,16 +61,6 @@ PLAYBOOK = """\
         dest: {stamp}
         mode: "0644"
 """
-
-
-def git(where: Path, *args: str) -> str:
-    done = subprocess.run(
-        ["git", "-C", str(where), *args], capture_output=True, text=True, check=False,
-        env={**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com",
-             "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com"},
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    return done.stdout.strip()
 
 
 @dataclass

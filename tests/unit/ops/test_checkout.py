@@ -19,14 +19,7 @@ from fleetflow.ops import checkout as checkout_module
 from fleetflow.ops.checkout import CACHE_VARIABLE, checkout, valid_ref, warm
 from fleetflow.ops.deploy import CHECKOUT_STEP, DeploymentRules, load_rules, pin_commit
 
-
-def git(where: Path, *args: str) -> str:
-    done = subprocess.run(
-        ["git", "-C", str(where), *args], capture_output=True, text=True, check=True,
-        env={**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com",
-             "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com"},
-    )  # fmt: skip
-    return done.stdout.strip()
+from ...gitrepo import git
 
 
 def commit(work: Path, path: str, text: str, message: str = "change") -> str:
