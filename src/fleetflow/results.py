@@ -4,13 +4,21 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
 from fleetflow.engine.source import Source
 
-__all__ = ["HostFailure", "HostResult", "HostStatus", "PlaybookResult", "RunStatus", "TaskChange"]
+__all__ = [
+    "HostFailure",
+    "HostResult",
+    "HostStatus",
+    "Leftover",
+    "PlaybookResult",
+    "RunStatus",
+    "TaskChange",
+]
 
 
 class HostStatus(StrEnum):
@@ -46,6 +54,22 @@ class TaskChange(BaseModel):
     diff: str = Field(default="", description="Unified diff text, secrets censored; may be empty.")
 
 
+class Leftover(BaseModel):
+    """A process an earlier run started on a host and left running (docs: remote work)."""
+
+    pid: int
+    run: str = Field(description="Its run's marker: <flow run id>.<attempt id>.")
+    user: str = Field(description="The user it runs as.")
+    started: str = Field(description="When it started, UTC (ISO 8601).")
+    command: str = Field(description="Its command line (first 160 characters).")
+    stopped_by: Literal["fence", "guard", ""] = Field(
+        description="fence: this run stopped it before working on the host; guard: its own "
+        "run's guard stopped it when that run ended (reported by the next run); '': still "
+        "running, so this run failed the host without touching it."
+    )
+    why: str = Field(default="", description="Why a guard stopped it.")
+
+
 class HostResult(BaseModel):
     """One host's PLAY RECAP line plus what fleetflow learned from the events."""
 
@@ -68,6 +92,10 @@ class HostResult(BaseModel):
     changes: list[TaskChange] = Field(
         default_factory=list,
         description="Changed tasks and their diffs; recorded in check and diff mode only.",
+    )
+    leftovers: list[Leftover] = Field(
+        default_factory=list,
+        description="Processes of earlier runs found on the host before this run worked on it.",
     )
 
     @classmethod
@@ -140,6 +168,7 @@ class PlaybookResult(BaseModel):
                 "attempts": r.attempts,
                 "seconds": round(r.duration_seconds, 1),
                 "failure": f"{r.failure.task}: {r.failure.message}" if r.failure else "",
+                "leftovers": len(r.leftovers),
             }
             for r in sorted(self.hosts.values(), key=lambda r: r.host)
         ]

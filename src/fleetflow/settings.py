@@ -70,6 +70,21 @@ class FleetflowSettings(BaseSettings):
             "per task; falls back to linear, with a warning, when Mitogen cannot load)."
         ),
     )
+    remote_guard: bool = Field(
+        default=True,
+        description=(
+            "Mark, guard and fence the hosts of every run (docs/how-to/remote-work.md): what a "
+            "run started on a host stops with it (end, cancel, timeout, controller death), and "
+            "leftovers of earlier runs are stopped before a run works on a host."
+        ),
+    )
+    ghost_policy: Literal["stop", "fail"] = Field(
+        default="stop",
+        description=(
+            "What a run does with leftovers of earlier runs on a host: stop them (SIGTERM, then "
+            "SIGKILL) and go on, or fail the host without touching it."
+        ),
+    )
     lab_ssh_port: int = Field(default=22, description="Port each lab host's sshd listens on.")
     lab_debian_suite: str = Field(default="bookworm", description="Debian suite of lab hosts.")
     database_url: SecretStr | None = Field(

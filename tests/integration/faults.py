@@ -26,6 +26,8 @@ worker_poll_seconds: 1
 # Test playbooks, by name in the stack's repository (tests/project.py).
 HOLD, TICKS, BEATS = "hold", "ticks", "beats"
 HOLD_LOG, TICKS_LOG = "/var/tmp/ff-hold.log", "/var/tmp/ff-ticks.log"
+# One long remote command writing "line <tag> <n> <user>" a second (issue #26).
+LONG, LONG_LOG = "long", "/var/tmp/ff-long.log"
 CURRENT = "readlink /opt/payments-api/current"
 
 
@@ -42,6 +44,37 @@ def wait_on_host(lab: Lab, host: str, path: str, needle: str, timeout: float = 1
     while not any(needle in line for line in host_lines(lab, host, path)):
         assert time.monotonic() < deadline, f"{needle!r} never reached {host}:{path}"
         time.sleep(0.3)
+
+
+def long_lines(lab: Lab, host: str, tag: str) -> int:
+    """Lines the `long` playbook of run `tag` wrote on the host so far."""
+    out = lab.ssh(host, f"grep -c 'line {tag} ' {LONG_LOG} || true").stdout.strip()
+    return int(out or 0)
+
+
+def quiet_after(lab: Lab, host: str, tag: str, since: float, settle: float = 3.0) -> float:
+    """Seconds from `since` (monotonic) to the last new line of run `tag` on the host,
+    once none came for `settle` s; fails if lines still come a minute later."""
+    count, changed = long_lines(lab, host, tag), time.monotonic()
+    while time.monotonic() - changed < settle:
+        time.sleep(0.5)
+        now = long_lines(lab, host, tag)
+        if now != count:
+            count, changed = now, time.monotonic()
+        assert time.monotonic() - since < 60, f"the command of {tag} on {host} never stopped"
+    return changed - since
+
+
+def host_pids(lab: Lab, host: str, text: str) -> list[str]:
+    """PIDs on the host whose command line contains `text` (not counting the search)."""
+    pattern = f"[{text[0]}]{text[1:]}"
+    found = lab.ssh(host, f"pgrep -f -- '{pattern}' || true").stdout.split()
+    return [p for p in found if p.isdigit()]
+
+
+def kill_on_host(lab: Lab, host: str, *texts: str) -> None:
+    for text in texts:
+        lab.ssh(host, f"pkill -f -- '[{text[0]}]{text[1:]}' || true")
 
 
 def host_rows(stack: RunningStack, run_id: str) -> dict[str, dict[str, Any]]:

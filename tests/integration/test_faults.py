@@ -23,12 +23,18 @@ from .faults import (
     BEATS,
     HOLD,
     HOLD_LOG,
+    LONG,
+    LONG_LOG,
     TICKS,
     TICKS_LOG,
     faults_stack,
     host_lines,
+    host_pids,
     host_rows,
+    kill_on_host,
+    long_lines,
     new_tag,
+    quiet_after,
     report,
     run_name,
     wait_on_host,
@@ -308,3 +314,96 @@ def test_8_failed_runbook_retried_resumes_at_the_failed_step(stack: RunningStack
     for n in (1, 2):
         assert any(f"step {n} (Step {n}) succeeded in an earlier attempt" in x for x in logs)
     report("8 resume", retry_to_done=ended - retried_at)
+
+
+# -- 9, 10: remote work stops with its run (#26) --------------------------------------
+
+
+def test_9_cancel_stops_the_command_on_the_host_and_nothing_else(
+    stack: RunningStack, lab: Lab
+) -> None:
+    """One long remote command, canceled: the host is quiet within 10 s; the daemon the
+    playbook started on purpose and a look-alike process of the same user live on."""
+    tag, host = new_tag(), lab.hosts()[0].name
+    twin = f"while :; do echo line {tag}-twin x >> {LONG_LOG}; sleep 1; done"
+    lab.ssh(host, f"nohup sh -c '{twin}' >/dev/null 2>&1 &")
+    try:
+        run_id = stack.create_run(
+            "playbook/lab", playbook=LONG, inventory=stack.inventory, limit=host,
+            extra_vars={"tag": tag, "seconds": 300},
+        )  # fmt: skip
+        wait_on_host(lab, host, LONG_LOG, f"line {tag} 3 ")
+        cancel = stack.cli(str(BIN / "prefect"), "flow-run", "cancel", run_id)
+        canceled_at = time.monotonic()
+        assert cancel.returncode == 0, cancel.stdout + cancel.stderr
+        quiet = quiet_after(lab, host, tag, since=canceled_at)
+        assert quiet <= 10, f"lines kept coming {quiet:.1f} s after the cancel"
+        wait_state(stack, run_id, "CANCELLED")
+        assert host_pids(lab, host, f"ff-daemon-{tag}"), "the playbook's daemon was stopped"
+        twin_lines = long_lines(lab, host, f"{tag}-twin")
+        time.sleep(2)
+        assert long_lines(lab, host, f"{tag}-twin") > twin_lines, "the look-alike was stopped"
+    finally:
+        kill_on_host(lab, host, f"ff-daemon-{tag}", f"line {tag}-twin")
+    report("9 cancel", host_quiet_after_cancel=quiet)
+
+
+# Kills the host's guards (SIGKILL, as an OOM kill would).
+KILL_GUARDS = (
+    "for f in /proc/[0-9]*/environ; do grep -qa FLEETFLOW_GUARD= $f 2>/dev/null && "
+    "kill -9 $(echo $f | cut -d/ -f3); done; true"
+)
+
+
+def test_10_killed_worker_side_stops_remote_commands_and_the_next_run_fences(
+    stack: RunningStack, lab: Lab
+) -> None:
+    """Worker, launcher and flow-run processes SIGKILLed while one long command runs on a
+    reachable host and one on a host cut off the network whose guard is gone too. The
+    reachable host is quiet within 15 s; the cut one's command runs on until the next run
+    on that host (started as soon as the lock is freed: the lock is no evidence) fences
+    it before it starts, and says so in its log, its hosts table and `fleetflow history`."""
+    tag, reach, cut = new_tag(), lab.hosts()[1].name, lab.hosts()[2].name
+    runs = {
+        host: stack.create_run(
+            "playbook/lab",
+            playbook=LONG,
+            inventory=stack.inventory,
+            limit=host,
+            extra_vars={"tag": f"{tag}-{host}", "seconds": 300, "use_su": host == reach},
+        )
+        for host in (reach, cut)
+    }
+    for host in runs:
+        wait_on_host(lab, host, LONG_LOG, f"line {tag}-{host} 3 ")
+    assert lab.ssh(cut, KILL_GUARDS).returncode == 0
+    lab.cut(cut)
+    try:
+        _kill_worker_side(stack, spare="\0")
+        killed_at = time.monotonic()
+        quiet = quiet_after(lab, reach, f"{tag}-{reach}", since=killed_at)
+        assert quiet <= 15, f"lines kept coming {quiet:.1f} s after the kill"
+    finally:
+        lab.restore(cut)
+        stack.up()
+    before = long_lines(lab, cut, f"{tag}-{cut}")
+    time.sleep(2)
+    assert long_lines(lab, cut, f"{tag}-{cut}") > before, "the cut host's leftover is gone"
+    # Its lock would free the host 120 s after the kill; an operator frees it now.
+    stack.api("DELETE", f"/v2/concurrency_limits/fleetflow-host:{cut}")
+    fenced_at = time.monotonic()
+    rerun = stack.create_run(
+        "playbook/lab", playbook=LONG, inventory=stack.inventory, limit=cut,
+        extra_vars={"tag": f"{tag}-rerun", "seconds": 1},
+    )  # fmt: skip
+    wait_state(stack, rerun, "COMPLETED")
+    assert quiet_after(lab, cut, f"{tag}-{cut}", since=fenced_at) < 60
+    assert host_rows(stack, rerun)[cut]["leftovers"] >= 1
+    stopped = [x for x in stack.logs(rerun) if "stopped PID" in x and f"{tag}-{cut}" in x]
+    assert stopped, "the rerun's log does not say what it stopped"
+    history = stack.cli(str(BIN / "fleetflow"), "history", "--limit", "3")
+    assert f"leftovers of earlier runs (stopped, or the host failed): {cut}=" in history.stdout
+    for host, run_id in runs.items():
+        wait_state(stack, run_id, "CRASHED", timeout=300)
+        kill_on_host(lab, host, f"ff-daemon-{tag}")
+    report("10 worker SIGKILL", host_quiet_after_kill=quiet)

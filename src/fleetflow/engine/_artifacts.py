@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from fleetflow.engine._guard import describe as describe_leftover
 from fleetflow.results import HostResult, HostStatus, PlaybookResult, RunStatus
 
 if TYPE_CHECKING:
@@ -170,7 +171,21 @@ def table_description(result: PlaybookResult) -> str:
         lines.append(f"- and {len(failing) - LISTED_HOSTS} more (see the table)")
     if result.message and not failing:
         lines += ["", markdown_text(one_line(result.message, REASON_TEXT))]
-    return "\n".join(lines)
+    return "\n".join(lines + _leftover_lines(result))
+
+
+def _leftover_lines(result: PlaybookResult) -> list[str]:
+    """Processes of earlier runs found on the hosts: what was stopped, where (#26)."""
+    found = [(h.host, g) for h in sorted(result.hosts.values(), key=_order) for g in h.leftovers]
+    if not found:
+        return []
+    lines = ["", "**Leftovers of earlier runs:**", ""]
+    for host, leftover in found[:LISTED_HOSTS]:
+        text = one_line(describe_leftover(leftover), REASON_TEXT)
+        lines.append(f"- **{markdown_text(host)}**: {markdown_text(text)}")
+    if len(found) > LISTED_HOSTS:
+        lines.append(f"- and {len(found) - LISTED_HOSTS} more (see the run's log)")
+    return lines
 
 
 def _duration(seconds: float) -> str:

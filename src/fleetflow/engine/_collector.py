@@ -15,7 +15,9 @@ from time import monotonic
 from typing import Any
 
 from fleetflow.engine._diff import render_diff
-from fleetflow.results import HostFailure, HostResult, TaskChange
+from fleetflow.engine._guard import TASK_NAME as GUARD_TASK
+from fleetflow.engine._guard import FenceReport, describe
+from fleetflow.results import HostFailure, HostResult, Leftover, TaskChange
 
 _RESULT_EVENTS = {
     "runner_on_ok": "ok",
@@ -87,6 +89,9 @@ class _HostTrack:
     # The failed items of the task running now (runner_item_on_failed events).
     failed_items: list[dict[str, Any]] = field(default_factory=list)
     items_failed: int = 0
+    leftovers: list[Leftover] = field(default_factory=list)
+    # Outcomes of fleetflow's own fence task: left out of the recap's counts.
+    hidden: dict[str, int] = field(default_factory=dict)
 
 
 _HOST_KEY_CHANGED = "REMOTE HOST IDENTIFICATION HAS CHANGED"
@@ -283,6 +288,8 @@ class EventCollector:
         host, task = data["host"], data.get("task", "?")
         res = data.get("res") or {}
         self._started.pop(host, None)
+        if task == GUARD_TASK and self._fenced(outcome, host, track, res):
+            return
         self._result_warnings(res)
         track.results += 1
         if outcome == "ok" and res.get("changed"):
@@ -307,6 +314,25 @@ class EventCollector:
             self.logger.debug("%s | skipped | %s", host, task)
         else:
             self.logger.info("%s | %s | %s", host, outcome, task)
+
+    def _fenced(self, outcome: str, host: str, track: _HostTrack, res: dict[str, Any]) -> bool:
+        """The fence task's result (engine/_guard.py): log and keep its leftovers; an ok or
+        skipped one is not the playbook's and stays out of the counts. False: count it."""
+        if outcome == "unreachable":
+            return False
+        report = FenceReport.of(res)
+        track.leftovers.extend(report.leftovers)
+        for leftover in report.leftovers:
+            self.logger.warning("%s | %s", host, describe(leftover))
+        if outcome in ("ok", "skipped"):
+            track.hidden[outcome] = track.hidden.get(outcome, 0) + 1
+            return True
+        track.results += 1
+        track.counts["failed"] = track.counts.get("failed", 0) + 1
+        track.failure = HostFailure(task=GUARD_TASK, message=report.message())
+        track.done = True
+        self.logger.error("%s | failed | %s: %s", host, GUARD_TASK, track.failure.message)
+        return True
 
     def _item_failed(self, data: dict[str, Any], event: dict[str, Any]) -> None:
         """Keep the first failed items of the host's task (their count, not all of them)."""
@@ -398,7 +424,8 @@ class EventCollector:
         results = {}
         for host in sorted(set(self.hosts) | set(self.recap or {})):
             track = self._tracks.get(host, _HostTrack())
-            counts = (self.recap or {}).get(host) or _counts_from_events(track)
+            recap = (self.recap or {}).get(host)
+            counts = _without(recap, track.hidden) if recap else _counts_from_events(track)
             status = HostResult.status_from_counts(
                 ok=counts.get("ok", 0),
                 changed=counts.get("changed", 0),
@@ -416,6 +443,7 @@ class EventCollector:
                 failure=track.failure if status in ("failed", "unreachable") else None,
                 outputs=track.outputs,
                 changes=track.changes,
+                leftovers=track.leftovers,
                 **counts,
             )
         return results
@@ -437,6 +465,11 @@ def _task_diff(res: dict[str, Any]) -> str:
         diffs = (render_diff(i["diff"]) for i in items if isinstance(i, dict) and "diff" in i)
         return "\n".join(d for d in diffs if d)
     return ""
+
+
+def _without(recap: dict[str, int], hidden: dict[str, int]) -> dict[str, int]:
+    """The recap's counts less fleetflow's own task."""
+    return {key: max(value - hidden.get(key, 0), 0) for key, value in recap.items()}
 
 
 def _counts_from_events(track: _HostTrack) -> dict[str, int]:

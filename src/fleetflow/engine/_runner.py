@@ -15,6 +15,8 @@ Traps of ansible-runner 2.4 handled here:
   sessions of their own, so every process naming the private dir is killed afterwards;
 - if our process dies (worker SIGKILL), ansible-playbook and its forked workers must not
   go on changing hosts unseen: it is started under reaper.py, which kills its whole tree;
+- killing ansible-playbook leaves a task's command running on its host (no pty under
+  pipelining): each invocation marks, guards and fences its hosts (_guard.py);
 - it points ANSIBLE_CACHE_PLUGIN_CONNECTION at a fact cache inside the private dir,
   overriding envvars: the shared fact cache is passed as its `fact_cache` instead.
 """
@@ -40,6 +42,7 @@ from ansible_runner import Runner, RunnerConfig
 from pydantic import SecretStr
 
 from fleetflow.engine._ansible import ANSIBLE_FLAGS, ansible_environment, ansible_tool, inherited
+from fleetflow.engine._guard import Beacons, guard_envvars, new_token
 from fleetflow.engine.request import RunRequest
 from fleetflow.engine.secrets import write_private
 from fleetflow.engine.variables import unsafe_yaml
@@ -82,11 +85,11 @@ def _wrapper(private: Path, control_dir: Path) -> Path:
 
 
 def _envvars(
-    request: RunRequest, private: Path, control_dir: Path, bin_dir: Path
+    request: RunRequest, private: Path, control_dir: Path, bin_dir: Path, token: str | None
 ) -> dict[str, str]:
     base = ansible_environment(request.project_dir)
     (private / "tmp").mkdir()
-    return {
+    env = {
         "PATH": f"{bin_dir}:{base.get('PATH', os.defpath)}",
         "ANSIBLE_CONFIG": base.get("ANSIBLE_CONFIG", ""),
         **ANSIBLE_FLAGS,
@@ -94,6 +97,26 @@ def _envvars(
         "ANSIBLE_LOCAL_TEMP": str(private / "tmp"),
         **request.tuning.envvars(),
     }
+    if token is not None:
+        guard = guard_envvars(token, request.guard.policy, watch=_watched(request))
+        theirs = base.get("ANSIBLE_CALLBACK_PLUGINS")
+        if theirs:
+            guard["ANSIBLE_CALLBACK_PLUGINS"] = f"{theirs}:{guard['ANSIBLE_CALLBACK_PLUGINS']}"
+        env |= guard
+    return env
+
+
+def _token(request: RunRequest) -> str | None:
+    """The run-scoped marker of this invocation, or None when its hosts are not guarded
+    (turned off, or check mode: nothing runs that could outlive it)."""
+    if not request.guard.enabled or request.check:
+        return None
+    return new_token(request.guard.run_id)
+
+
+def _watched(request: RunRequest) -> bool:
+    """Beacons ride Ansible's ControlPersist masters; Mitogen has none (fence only)."""
+    return not request.tuning.mitogen
 
 
 def _secret_file(directory: Path, name: str, secret: SecretStr) -> Path:
@@ -158,15 +181,20 @@ def run_ansible(
     # SSH control sockets must fit a 108-byte Unix socket path whatever run_dir is.
     control_dir = Path(tempfile.mkdtemp(prefix=f"ff-cp-{os.getpid()}-", dir="/tmp"))
     box: dict[str, Any] = {}
+    token = _token(request)
 
     def target() -> None:
         try:
-            box["runner"] = _invoke(request, private, control_dir, on_event, cancel)
+            box["runner"] = _invoke(request, private, control_dir, on_event, cancel, token=token)
         except BaseException as exc:  # re-raised on the calling thread
             box["error"] = exc
 
     thread = threading.Thread(target=target, name="fleetflow-runner", daemon=True)
+    # Heartbeats to each host's guard while the run lives; their end stops its processes.
+    beacons = Beacons(control_dir, token) if token and _watched(request) else None
     try:
+        if beacons is not None:
+            beacons.start()
         thread.start()
         while thread.is_alive():
             thread.join(0.2)
@@ -175,6 +203,8 @@ def run_ansible(
         if cancel_requested:
             cancel.set()
             thread.join(10)
+        if beacons is not None:
+            beacons.close()
         _kill_leftovers(private, control_dir)
         outcome = _outcome(box.get("runner"), private)
         shutil.rmtree(private, ignore_errors=True)
@@ -190,6 +220,8 @@ def _invoke(
     control_dir: Path,
     on_event: EventCallback,
     cancel: threading.Event,
+    *,
+    token: str | None,
 ) -> Any:
     bin_dir = _wrapper(private, control_dir)
     (private / "env").mkdir()
@@ -209,7 +241,7 @@ def _invoke(
         skip_tags=",".join(request.skip_tags) or None,
         cmdline=_cmdline(request, _extra_vars_file(request, private)),
         forks=request.forks,
-        envvars=_envvars(request, private, control_dir, bin_dir)
+        envvars=_envvars(request, private, control_dir, bin_dir, token)
         | _secret_envvars(request, private),
         passwords=_passwords(request),
         # An absolute path survives runner's join with its artifacts dir.

@@ -55,7 +55,7 @@ from fleetflow.engine._artifacts import (
     table_rows,
 )
 from fleetflow.engine.secrets import Masker
-from fleetflow.results import HostStatus, PlaybookResult
+from fleetflow.results import HostResult, HostStatus, PlaybookResult
 
 if TYPE_CHECKING:
     from prefect.client.orchestration import SyncPrefectClient
@@ -114,6 +114,21 @@ class HostOutcome(BaseModel):
     changed: int = Field(default=0, description="Tasks that changed the host.")
     attempts: int = Field(default=1, description="Attempts that ran on the host.")
     groups: list[str] = Field(default_factory=list, description="Its inventory groups.")
+    leftovers: dict[str, int] = Field(
+        default_factory=dict,
+        # Left out when empty: payloads of runs that found none keep their shape.
+        exclude_if=lambda found: not found,
+        description="Leftovers of earlier runs found on it, by what became of them: "
+        "fence (stopped by this run), guard (stopped by their run's guard), running.",
+    )
+
+
+def _leftover_counts(host: HostResult) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for leftover in host.leftovers:
+        action = leftover.stopped_by or "running"
+        counts[action] = counts.get(action, 0) + 1
+    return counts
 
 
 class PlaybookFinished(BaseModel):
@@ -171,6 +186,7 @@ class PlaybookFinished(BaseModel):
                     changed=outcome.changed,
                     attempts=outcome.attempts,
                     groups=list(groups.get(host, [])),
+                    leftovers=_leftover_counts(outcome),
                 )
                 for host, outcome in sorted(result.hosts.items())
             },
@@ -297,12 +313,20 @@ class _TableRow(BaseModel):
 
     host: str
     status: str
+    leftovers: int = 0
 
 
 def table_hosts(data: Any) -> dict[str, str]:
     """Each host's status from a per-host table artifact's data (its rows, or their JSON)."""
     rows = json.loads(data) if isinstance(data, str) else data
     return {row.host: row.status for row in map(_TableRow.model_validate, rows or [])}
+
+
+def table_leftovers(data: Any) -> dict[str, int]:
+    """Hosts where the run found leftovers of earlier runs, and how many (same rows)."""
+    rows = json.loads(data) if isinstance(data, str) else data
+    found = map(_TableRow.model_validate, rows or [])
+    return {row.host: row.leftovers for row in found if row.leftovers > 0}
 
 
 class Progress:

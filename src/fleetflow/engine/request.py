@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from fleetflow.engine._guard import GuardConfig
 from fleetflow.engine._tuning import Tuning
 from fleetflow.engine.retry import RetryPolicy
 from fleetflow.engine.secrets import RunSecrets
@@ -46,6 +47,7 @@ class RunRequest:
     run_dir: Path | None = None
     tuning: Tuning = field(default_factory=Tuning)
     secrets: RunSecrets = field(default_factory=RunSecrets, repr=False)
+    guard: GuardConfig = field(default_factory=GuardConfig)
 
     def __post_init__(self) -> None:
         if not 0 <= self.max_fail_percentage <= 100:

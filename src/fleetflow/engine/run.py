@@ -16,6 +16,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from fleetflow.engine._attempts import execute
+from fleetflow.engine._guard import GuardConfig
 from fleetflow.engine._locks import host_locks
 from fleetflow.engine._runlog import RunLog
 from fleetflow.engine._runner import run_ansible
@@ -170,6 +171,7 @@ def run_playbook(
         retry=retry or RetryPolicy(),
         run_dir=settings.run_dir,
         secrets=secrets,
+        guard=_guard(settings),
     )
     with RunLog(get_run_logger(), masked) as logger:
         return _run(
@@ -177,6 +179,15 @@ def run_playbook(
             host_lock=host_lock, lock_timeout=lock_timeout, raise_on_failure=raise_on_failure,
             blackout_policy=blackout_policy,
         )  # fmt: skip
+
+
+def _guard(settings: FleetflowSettings) -> GuardConfig:
+    run_id = current_flow_run_id()
+    return GuardConfig(
+        enabled=settings.remote_guard,
+        policy=settings.ghost_policy,
+        run_id=str(run_id) if run_id else "local",
+    )
 
 
 def _masked_values(secrets: RunSecrets, inventory: str, project_dir: Path) -> list[str]:

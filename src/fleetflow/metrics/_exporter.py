@@ -42,6 +42,7 @@ _PAGE = 200
 _FAILED_STATES = ("Failed", "Crashed", "TimedOut")
 _RUN_STATUSES = frozenset(RunStatus)
 _HOST_STATUSES = frozenset(HostStatus)
+_LEFTOVER_ACTIONS = frozenset({"fence", "guard", "running"})
 
 
 class Exporter:
@@ -112,6 +113,9 @@ class Exporter:
                 f.dirty_runs.inc()
         for outcome in p.hosts.values():
             f.host_retries.labels(playbook).inc(max(outcome.attempts - 1, 0))
+            for action, count in outcome.leftovers.items():
+                label = _known(action, _LEFTOVER_ACTIONS)
+                f.host_leftovers.labels(playbook, label).inc(max(count, 0))
             for group in outcome.groups or ["ungrouped"]:
                 outcome_label = _known(outcome.status, _HOST_STATUSES)
                 f.host_outcomes.labels(playbook, group, outcome_label).inc()

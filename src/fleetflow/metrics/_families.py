@@ -30,6 +30,7 @@ class Families:
     playbook_retries: Counter
     host_outcomes: Counter
     host_retries: Counter
+    host_leftovers: Counter
     ansible_events: Counter
     log_lines: Counter
     dirty_runs: Counter
@@ -82,6 +83,12 @@ def new_families() -> Families:
         host_retries=Counter(
             "fleetflow_host_retries", "Extra attempts on single hosts (retried when failed).",
             ["playbook"], registry=r,
+        ),
+        host_leftovers=Counter(
+            "fleetflow_host_leftovers", "Processes of earlier runs found on hosts before a run "
+            "worked on them: stopped by the run's fence, by their own run's guard (reported "
+            "later), or left running (the host failed).",
+            ["playbook", "action"], registry=r,
         ),
         ansible_events=Counter(
             "fleetflow_ansible_events", "Ansible events processed by playbook runs.",

@@ -162,6 +162,9 @@ def _history(args: argparse.Namespace) -> int:
         print(f"{r.created}  {where:<28} {r.state:<10} {who} {r.name}")
         print(f"    parameters: {json.dumps(r.parameters, sort_keys=True)}")
         print("    hosts: " + (", ".join(f"{h}={s}" for h, s in r.hosts.items()) or "(none)"))
+        if r.leftovers:
+            found = ", ".join(f"{h}={n}" for h, n in r.leftovers.items())
+            print(f"    leftovers of earlier runs (stopped, or the host failed): {found}")
     return 0
 
 

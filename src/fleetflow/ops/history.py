@@ -40,6 +40,7 @@ from fleetflow.engine.publish import (
     is_hosts_table,
     iter_events,
     table_hosts,
+    table_leftovers,
 )
 from fleetflow.engine.secrets import mask_parameters
 
@@ -91,6 +92,8 @@ class RunRecord:
     hosts: dict[str, str] = field(default_factory=dict)
     triggered_by: str = ""
     approval: ApprovalRecord | None = None
+    # Hosts where the run found leftovers of earlier runs (stopped, or the host failed).
+    leftovers: dict[str, int] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -161,15 +164,18 @@ def _approvals(client: SyncPrefectClient, run_ids: list[str]) -> dict[str, Appro
     return found
 
 
-def _hosts(client: SyncPrefectClient, run: FlowRun) -> dict[str, str]:
+def _hosts(client: SyncPrefectClient, run: FlowRun) -> tuple[dict[str, str], dict[str, int]]:
+    """Each host's status, and the leftovers of earlier runs found on hosts."""
     artifacts = client.read_artifacts(
         artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run.id]))
     )
     hosts: dict[str, str] = {}
+    leftovers: dict[str, int] = {}
     for artifact in artifacts:
         if artifact.type == "table" and is_hosts_table(artifact.key):
             hosts.update(table_hosts(artifact.data))
-    return hosts
+            leftovers.update(table_leftovers(artifact.data))
+    return hosts, leftovers
 
 
 def _stamp(value: Any) -> str | None:
@@ -206,7 +212,7 @@ def read_history(
             flows[run.flow_id] = client.read_flow(run.flow_id).name
         if run.deployment_id and run.deployment_id not in deployments:
             deployments[run.deployment_id] = client.read_deployment(run.deployment_id).name
-        hosts = _hosts(client, run)
+        hosts, leftovers = _hosts(client, run)
         if host is not None and host not in hosts:
             continue
         records.append(
@@ -217,7 +223,7 @@ def read_history(
                 trigger=trigger_of(run, automations), created=_stamp(run.created) or "",
                 started=_stamp(run.start_time), ended=_stamp(run.end_time),
                 parameters=mask_parameters(run.parameters), hosts=hosts,
-                triggered_by=triggered_by(run, automations),
+                triggered_by=triggered_by(run, automations), leftovers=leftovers,
             )
         )  # fmt: skip
         if len(records) >= limit:
