@@ -4,7 +4,7 @@ exporters, a failed run of a critical deployment pages through Alertmanager to a
 server once, a killed worker raises its alert, `stack down` leaves nothing behind.
 
 One stack for the module, with one-second scrape, evaluation and exporter intervals and
-five-second worker heartbeats, so the whole module takes about two minutes."""
+two-second worker heartbeats, so the whole module takes about two minutes."""
 
 from __future__ import annotations
 
@@ -52,8 +52,8 @@ def stack(
     lab: Lab, inbox: tuple[Inbox, dict[str, str]], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[RunningStack]:
     directory = tmp_path_factory.mktemp("mon")
-    # Workers beat every 5 s: Prefect counts one offline after 15 s of silence.
-    env = {**inbox[1], "PREFECT_WORKER_HEARTBEAT_SECONDS": "5"}
+    # Workers beat every 2 s: Prefect counts one offline after 6 s of silence.
+    env = {**inbox[1], "PREFECT_WORKER_HEARTBEAT_SECONDS": "2"}
     with running_stack(directory, str(lab.inventory_dir), CONFIG, extra_env=env) as running:
         yield running
     assert not (directory / "monitoring" / "alertmanager.yml").exists(), "secrets left"
@@ -92,12 +92,12 @@ def _firing(urls: dict[str, str], alertname: str, timeout: float) -> dict[str, A
 
 @pytest.fixture(scope="module")
 def spare_killed(stack: RunningStack, urls: dict[str, str]) -> float:
-    """worker-spare SIGKILLed (after checking it beats every 5 s and Prometheus sees it
+    """worker-spare SIGKILLed (after checking it beats every 2 s and Prometheus sees it
     online); when. Killed before the critical run, so the alert's one-minute `for:` runs
     while that test waits for its run."""
     workers = stack.api("POST", "/work_pools/fleetflow/workers/filter", {})
     beats = {w["name"]: w["heartbeat_interval_seconds"] for w in workers}
-    assert beats["worker-spare"] == 5, beats
+    assert beats["worker-spare"] == 2, beats
     _wait_query(urls, 'fleetflow_worker_online{worker="worker-spare"} == 1', timeout=60)
     assert _query(urls, 'ALERTS{alertname="FleetflowWorkerOffline"}') == []
     spare = next(

@@ -27,6 +27,7 @@ from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.client.schemas.sorting import FlowRunSort
 from prefect.events.filters import EventFilter, EventNameFilter, EventOccurredFilter, EventOrder
 from prefect.events.schemas.events import ReceivedEvent
+from prometheus_client import Gauge
 
 from fleetflow.engine.publish import EVENT_PAGE, PLAYBOOK_EVENT, PlaybookFinished, iter_events
 from fleetflow.metrics._families import ACTIVE_STATES, CRITICAL_TAG, Families
@@ -167,28 +168,28 @@ class Exporter:
             self.families.flow_runs_active.labels(state).set(count)
 
     def _read_workers(self, client: SyncPrefectClient, now: datetime) -> None:
-        heartbeat, online = self.families.worker_heartbeat, self.families.worker_online
-        heartbeat.clear()
-        online.clear()
+        beats: dict[tuple[str, ...], float] = {}
+        online: dict[tuple[str, ...], float] = {}
         for pool in client.read_work_pools():
             for worker in client.read_workers_for_work_pool(pool.name):
                 beat = worker.last_heartbeat_time
                 if beat is None or beat < now - self.worker_window:
                     continue
-                heartbeat.labels(pool.name, worker.name).set(beat.timestamp())
-                online.labels(pool.name, worker.name).set(1 if worker.status == "ONLINE" else 0)
+                beats[pool.name, worker.name] = beat.timestamp()
+                online[pool.name, worker.name] = 1 if worker.status == "ONLINE" else 0
+        _replace(self.families.worker_heartbeat, beats)
+        _replace(self.families.worker_online, online)
 
     def _read_critical(self, client: SyncPrefectClient) -> None:
         """Which deployments prefect.yaml tags critical, and their Late runs: read fresh,
         so a tag added or removed counts from the next poll on."""
-        critical, late = self.families.deployment_critical, self.families.critical_late_runs
-        critical.clear()
-        late.clear()
+        critical: dict[tuple[str, ...], float] = {}
+        late: dict[tuple[str, ...], float] = {}
         tagged = DeploymentFilter(tags=DeploymentFilterTags(all_=[CRITICAL_TAG]))
         for deployment in client.read_deployments(deployment_filter=tagged, limit=_PAGE):
             flow_id = deployment.flow_id
             flow = self._name(flow_id, lambda: client.read_flow(flow_id).name)  # noqa: B023
-            critical.labels(flow, deployment.name).set(1)
+            critical[flow, deployment.name] = 1
             for state in _FAILED_STATES:
                 # Served at 0 before the first failure: Prometheus sees no increase in a
                 # series that starts at 1, so the first failure would never page.
@@ -199,7 +200,21 @@ class Exporter:
                 ),
                 deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment.id])),
             )
-            late.labels(flow, deployment.name).set(count)
+            late[flow, deployment.name] = count
+        _replace(self.families.deployment_critical, critical)
+        _replace(self.families.critical_late_runs, late)
+
+
+def _replace(gauge: Gauge, values: dict[tuple[str, ...], float]) -> None:
+    """Make `values` the gauge's series: set them, then remove the others. Never cleared
+    first: a scrape between a clear and the refill saw no series, Prometheus marked them
+    stale, and an alert's `for:` clock started again (a killed worker paged 60 s late)."""
+    for labels, value in values.items():
+        gauge.labels(*labels).set(value)
+    for sample in list(next(iter(gauge.collect())).samples):
+        labels = tuple(sample.labels.values())
+        if labels not in values:
+            gauge.remove(*labels)
 
 
 def _known(value: object, allowed: frozenset[str]) -> str:

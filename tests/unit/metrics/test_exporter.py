@@ -206,6 +206,28 @@ def test_the_dashboard_queries_only_served_metrics_and_shows_every_family() -> N
     assert families <= shown, f"no panel shows {sorted(families - shown)}"
 
 
+def test_a_scrape_during_a_poll_still_sees_the_workers_and_critical_deployments() -> None:
+    """Regression: the poll cleared the worker gauges before reading them again; a scrape
+    in between found no series, Prometheus marked them stale and FleetflowWorkerOffline's
+    `for: 1m` started over (a killed worker paged a minute late)."""
+    worker = Worker(name="w1", work_pool_id=uuid4(), last_heartbeat_time=_ago(1), status="ONLINE")
+    exporter = Exporter(new_families(), since=_ago(60))
+    seen: list[set[str]] = []
+
+    class Scraped(FakeClient):
+        def read_workers_for_work_pool(self, name: str) -> list[Worker]:
+            seen.append({n for n, _ in _scrape(exporter)})  # mid-poll, as a scrape would
+            return self.workers
+
+    client = Scraped(workers=[worker], critical={"nightly": 0})
+    exporter.poll(client)  # type: ignore[arg-type]
+    exporter.poll(client)  # type: ignore[arg-type]
+    assert {"fleetflow_worker_online", "fleetflow_deployment_critical"} <= seen[1]
+    client.workers = []
+    exporter.poll(client)  # type: ignore[arg-type]
+    assert "fleetflow_worker_online" not in {n for n, _ in _scrape(exporter)}
+
+
 def test_critical_deployments_and_their_late_runs_are_read_fresh_each_poll() -> None:
     client = FakeClient(critical={"nightly": 2, "patch": 0})
     exporter = Exporter(new_families(), since=_ago(60))

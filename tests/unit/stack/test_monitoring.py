@@ -17,12 +17,15 @@ from fleetflow.exceptions import StackError
 from fleetflow.stack import StackConfig
 from fleetflow.stack._config import MonitoringSpec
 from fleetflow.stack._monitoring import (
+    MONITORING_ROLES,
     MonitoringPorts,
     forget_monitoring,
+    monitoring_up,
     monitoring_urls,
     render_alertmanager,
     render_prometheus,
 )
+from fleetflow.stack._procs import ServiceProcess
 
 from ...conftest import REPO
 
@@ -151,3 +154,32 @@ def test_stack_down_forgets_the_secret_files_and_ports(tmp_path: Path) -> None:
     forget_monitoring(tmp_path)
     assert list(directory.iterdir()) == []
     assert monitoring_urls(tmp_path) == {}
+
+
+def _process(role: str) -> ServiceProcess:
+    return ServiceProcess(role, role, pid=1, start_ticks=1, log="/dev/null")
+
+
+def test_a_running_monitoring_is_kept_and_a_partial_one_started_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`stack up` again: all four running, nothing happens; one died, the survivors are
+    stopped and the four started afresh (their ports and configurations belong together)."""
+    import fleetflow.stack._monitoring as monitoring
+
+    stopped: list[list[str]] = []
+    monkeypatch.setattr(
+        monitoring, "stop_all", lambda ps, mark: stopped.append([p.role for p in ps])
+    )
+    monkeypatch.setattr(
+        monitoring, "start_monitoring", lambda *args: [_process(r) for r in MONITORING_ROLES]
+    )
+    config = StackConfig(monitoring=MonitoringSpec(enabled=True))
+    server = _process("server")
+    running = [server, *(_process(r) for r in MONITORING_ROLES)]
+    kept, started = monitoring_up(tmp_path, tmp_path, config, running, {})
+    assert (kept, started, stopped) == (running, [], [])
+    partial = [server, *(_process(r) for r in MONITORING_ROLES[:2])]
+    kept, started = monitoring_up(tmp_path, tmp_path, config, partial, {})
+    assert kept == [server] and [p.role for p in started] == list(MONITORING_ROLES)
+    assert stopped == [list(MONITORING_ROLES[:2])]
