@@ -358,12 +358,14 @@ KILL_GUARDS = (
 def test_10_killed_worker_side_stops_remote_commands_and_the_next_run_fences(
     stack: RunningStack, lab: Lab
 ) -> None:
-    """Worker, launcher and flow-run processes SIGKILLed while one long command runs on a
-    reachable host and one on a host cut off the network whose guard is gone too. The
-    reachable host is quiet within 15 s; the cut one's command runs on until the next run
+    """Worker, launcher and flow-run processes SIGKILLed while one long command runs on
+    each of three hosts: a reachable one; one cut off the network (its guard hears no
+    heartbeat: as when the worker machine dies); one cut off whose guard is gone too.
+    The first two are quiet within 15 s; the third's command runs on until the next run
     on that host (started as soon as the lock is freed: the lock is no evidence) fences
     it before it starts, and says so in its log, its hosts table and `fleetflow history`."""
-    tag, reach, cut = new_tag(), lab.hosts()[1].name, lab.hosts()[2].name
+    tag = new_tag()
+    silent, reach, cut = (host.name for host in lab.hosts()[:3])
     runs = {
         host: stack.create_run(
             "playbook/lab",
@@ -372,19 +374,23 @@ def test_10_killed_worker_side_stops_remote_commands_and_the_next_run_fences(
             limit=host,
             extra_vars={"tag": f"{tag}-{host}", "seconds": 300, "use_su": host == reach},
         )
-        for host in (reach, cut)
+        for host in (reach, cut, silent)
     }
     for host in runs:
         wait_on_host(lab, host, LONG_LOG, f"line {tag}-{host} 3 ")
     assert lab.ssh(cut, KILL_GUARDS).returncode == 0
     lab.cut(cut)
+    lab.cut(silent)
     try:
         _kill_worker_side(stack, spare="\0")
         killed_at = time.monotonic()
         quiet = quiet_after(lab, reach, f"{tag}-{reach}", since=killed_at)
         assert quiet <= 15, f"lines kept coming {quiet:.1f} s after the kill"
+        alone = quiet_after(lab, silent, f"{tag}-{silent}", since=killed_at, on_disk=True)
+        assert alone <= 15, f"the cut host wrote on {alone:.1f} s after the kill"
     finally:
         lab.restore(cut)
+        lab.restore(silent)
         stack.up()
     before = long_lines(lab, cut, f"{tag}-{cut}")
     time.sleep(2)
@@ -406,4 +412,4 @@ def test_10_killed_worker_side_stops_remote_commands_and_the_next_run_fences(
     for host, run_id in runs.items():
         wait_state(stack, run_id, "CRASHED", timeout=300)
         kill_on_host(lab, host, f"ff-daemon-{tag}")
-    report("10 worker SIGKILL", host_quiet_after_kill=quiet)
+    report("10 worker SIGKILL", host_quiet_after_kill=quiet, cut_host_quiet_after_kill=alone)

@@ -117,8 +117,11 @@ class FenceReport:
     def of(cls, res: dict[str, Any]) -> FenceReport:
         """From the task's result: its stdout is the host script's JSON (or nothing, if
         the host script could not run: then only its stderr says why)."""
+        # A raw task: the host script's JSON is its last line (a pty may add others).
+        lines = str(res.get("stdout") or "").splitlines()
+        last = next((x.strip() for x in reversed(lines) if x.strip().startswith("{")), "")
         try:
-            data = json.loads(str(res.get("stdout") or ""))
+            data = json.loads(last)
         except ValueError:
             data = None
         if not isinstance(data, dict):

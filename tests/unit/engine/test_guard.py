@@ -64,6 +64,13 @@ def test_the_fence_report_reads_what_was_stopped_found_and_recorded() -> None:
     )
 
 
+def test_the_report_is_the_last_json_line_of_a_raw_tasks_output() -> None:
+    """The fence is a raw task: under become its output comes through a pty (CRLF, and
+    whatever su printed first)."""
+    stdout = "Password: \r\n" + json.dumps({"stopped": [GHOST]}) + "\r\n"
+    assert [g.pid for g in FenceReport.of({"stdout": stdout}).leftovers] == [41]
+
+
 def test_a_failed_fence_names_each_ghost_and_why() -> None:
     report = FenceReport.of(_res(found=[GHOST], reason="ghost_policy is fail"))
     assert report.message() == (
