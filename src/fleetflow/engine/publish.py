@@ -42,7 +42,7 @@ from prefect.artifacts import (
     update_progress_artifact,
 )
 from prefect.events import emit_event
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from fleetflow.engine._artifacts import (
     diff_log_lines,
@@ -121,6 +121,18 @@ class HostOutcome(BaseModel):
         description="Leftovers of earlier runs found on it, by what became of them: "
         "fence (stopped by this run), guard (stopped by their run's guard), running.",
     )
+
+    @field_validator("leftovers", mode="before")
+    @classmethod
+    def _counts_only(cls, value: object) -> dict[str, int]:
+        """Caller-written: what is not a count is left out, not an error for the event."""
+        if not isinstance(value, dict):
+            return {}
+        return {
+            str(k): v
+            for k, v in value.items()
+            if type(v) is int and v >= 0  # not bool
+        }
 
 
 def _leftover_counts(host: HostResult) -> dict[str, int]:
@@ -313,7 +325,7 @@ class _TableRow(BaseModel):
 
     host: str
     status: str
-    leftovers: int = 0
+    leftovers: object = 0  # read by table_leftovers: a bad value must not hide the host
 
 
 def table_hosts(data: Any) -> dict[str, str]:
@@ -326,7 +338,11 @@ def table_leftovers(data: Any) -> dict[str, int]:
     """Hosts where the run found leftovers of earlier runs, and how many (same rows)."""
     rows = json.loads(data) if isinstance(data, str) else data
     found = map(_TableRow.model_validate, rows or [])
-    return {row.host: row.leftovers for row in found if row.leftovers > 0}
+    return {
+        row.host: row.leftovers
+        for row in found
+        if type(row.leftovers) is int and row.leftovers > 0  # not bool, not text
+    }
 
 
 class Progress:

@@ -260,3 +260,19 @@ def test_the_guard_stops_its_runs_work_when_the_beacon_ends(
     records = host_script_run["next"]["records"]
     assert {r["run"] for r in records} == {"run.00000003"}
     assert {r["why"] for r in records} == {"the run's connection to the host ended"}
+
+
+def test_caller_written_leftovers_never_break_a_reader() -> None:
+    """Anyone with the API credential can write events and artifacts: a count that is no
+    count is left out (the exporter, `fleetflow history`), the rest still reads."""
+    from fleetflow.engine.publish import table_hosts, table_leftovers
+
+    odd = {"fence": "9; DROP", "guard": True, "running": -3, "other": 2, "x": [1]}
+    payload = PlaybookFinished.model_validate({"hosts": {"a": {"leftovers": odd}, "b": {
+        "leftovers": "lots"}}})  # fmt: skip
+    assert payload.hosts["a"].leftovers == {"other": 2} and payload.hosts["b"].leftovers == {}
+    rows = [{"host": "a", "status": "ok", "leftovers": "many"},
+            {"host": "b", "status": "failed", "leftovers": 3},
+            {"host": "c", "status": "ok", "leftovers": True}]  # fmt: skip
+    assert table_hosts(json.dumps(rows)) == {"a": "ok", "b": "failed", "c": "ok"}
+    assert table_leftovers(rows) == {"b": 3}
