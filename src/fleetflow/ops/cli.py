@@ -299,6 +299,7 @@ _BENCHMARKS = {
     "lab": "lab up/down times and what 50 hosts cost",
     "gateway": "what the access gateway adds per API request (p50, p99) and to the runs page",
     "checkout": "what the deployments' pull step adds to a run's start (new commit, cached)",
+    "guard": "what marking, guarding and fencing hosts (issue #26) add to a run",
 }
 
 
