@@ -14,8 +14,11 @@
 #                      those: it runs its own copies on free loopback ports
 #                      (`systemctl disable --now prometheus prometheus-alertmanager
 #                      prometheus-node-exporter` if this machine should run none).
+#   haproxy            the balancer in front of a scaled control plane's API replicas
+#                      (`control_plane:` in the stack file); its packaged service has no
+#                      listener, the stack runs its own with a configuration of its own
 set -euo pipefail
-packages=(debootstrap openssh-client iptables util-linux mount make chromium prometheus prometheus-alertmanager prometheus-node-exporter)
+packages=(debootstrap openssh-client iptables util-linux mount make chromium prometheus prometheus-alertmanager prometheus-node-exporter haproxy)
 missing=()
 for pkg in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

@@ -109,7 +109,14 @@ def _status_json(status: StackStatus) -> dict[str, object]:
         "database": status.database,
         "server_healthy": status.server_healthy,
         "processes": [
-            {"role": p.role, "name": p.name, "pid": p.pid, "alive": alive, "log": p.log}
+            {
+                "role": p.role,
+                "name": p.name,
+                "pid": p.pid,
+                "alive": alive,
+                "log": p.log,
+                "address": f"127.0.0.1:{p.port}" if p.port else "",
+            }
             for p, alive in status.processes
         ],
         "workers": status.workers,
@@ -124,8 +131,10 @@ def _print_status(status: StackStatus) -> None:
     print(f"database: {status.database}")
     for process, alive in status.processes:
         seen = status.workers.get(process.name, "") if process.role == "worker" else ""
-        state = "running" if alive else "exited"
-        print(f"  {process.role:<7} {process.name:<16} pid {process.pid:<8} {state} {seen}")
+        state = "running" if alive else "down"
+        where = f"127.0.0.1:{process.port}" if process.port else ""
+        print(f"  {process.role:<8} {process.name:<16} pid {process.pid:<8} {state:<7} {where} "
+              f"{seen}".rstrip())  # fmt: skip
         print(f"          log: {process.log}")
     for service, url in status.monitoring.items():
         print(f"{service + ':':<15} {url}")

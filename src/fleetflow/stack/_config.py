@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from fleetflow.exceptions import StackError
 
 __all__ = [
+    "ControlPlaneSpec",
     "MonitoringSpec",
     "QueueSpec",
     "StackConfig",
@@ -108,6 +109,32 @@ class MonitoringSpec(_Strict):
         return self
 
 
+class ControlPlaneSpec(_Strict):
+    """How many Prefect API servers and background-services processes the stack runs.
+
+    The default is Prefect's single process (API and services together). More than one
+    replica, or services of their own, is the scaled setup: PostgreSQL, Redis, HAProxy.
+    """
+
+    api_replicas: int = Field(default=1, ge=1, le=8)
+    services: int = Field(default=0, ge=0, le=4)
+    redis_url: str | None = Field(default=None, pattern=r"^rediss?://[^\s]+$")
+
+    @property
+    def scaled(self) -> bool:
+        return self.api_replicas > 1 or self.services > 0
+
+    @model_validator(mode="after")
+    def _scaled_needs_redis_and_services(self) -> ControlPlaneSpec:
+        if self.scaled and not self.redis_url:
+            raise ValueError("control_plane: several API replicas or services need redis_url")
+        if self.api_replicas > 1 and self.services == 0:
+            raise ValueError(
+                "control_plane: API replicas run no background services: set services: 1 or more"
+            )
+        return self
+
+
 class StackConfig(_Strict):
     work_pool: WorkPoolSpec = WorkPoolSpec()
     retention: RetentionSpec = RetentionSpec()
@@ -117,6 +144,7 @@ class StackConfig(_Strict):
     # Each worker gets a warm launcher that forks pre-imported flow-run processes.
     warm_launcher: bool = True
     monitoring: MonitoringSpec = MonitoringSpec()
+    control_plane: ControlPlaneSpec = ControlPlaneSpec()
 
     @model_validator(mode="after")
     def _workers_serve_known_queues(self) -> StackConfig:

@@ -21,6 +21,7 @@ __all__ = [
     "free_loopback_port",
     "port_open",
     "start_gateway",
+    "wait_answering",
 ]
 
 GATEWAY_START_SECONDS = 60.0
@@ -87,3 +88,16 @@ def port_open(host: str, port: int) -> bool:
     with socket.socket() as sock:
         sock.settimeout(1)
         return sock.connect_ex((host, port)) == 0
+
+
+def wait_answering(process: ServiceProcess, url: str, seconds: float) -> None:
+    """Until `url` answers 200 (loopback, plain HTTP), or StackError with the process's
+    last log lines if it exits or stays silent for `seconds`."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if not process.alive():
+            raise StackError(f"{process.name} exited:\n{tail_file(Path(process.log))}")
+        if answers(url, True):
+            return
+        time.sleep(0.5)
+    raise StackError(f"{process.name} did not answer {url} in {seconds:.0f} s")

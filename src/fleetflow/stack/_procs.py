@@ -27,6 +27,7 @@ class ServiceProcess:
     pid: int
     start_ticks: int  # /proc start time: tells our process from a recycled PID
     log: str
+    port: int = 0  # the loopback port it serves, if any (kept across restarts)
 
     def alive(self) -> bool:
         return _start_ticks(self.pid) == self.start_ticks
@@ -47,7 +48,14 @@ def _start_ticks(pid: int) -> int | None:
 
 
 def spawn(
-    role: str, name: str, argv: list[str], *, env: dict[str, str], log: Path, cwd: Path
+    role: str,
+    name: str,
+    argv: list[str],
+    *,
+    env: dict[str, str],
+    log: Path,
+    cwd: Path,
+    port: int = 0,
 ) -> ServiceProcess:
     """Start `argv` in its own session, output appended to `log`, detached from our terminal."""
     out = _open_private_log(log)
@@ -66,7 +74,7 @@ def spawn(
         os.close(out)
     _STARTED.append(proc)
     ticks = _start_ticks(proc.pid)
-    return ServiceProcess(role, name, proc.pid, ticks or 0, str(log))
+    return ServiceProcess(role, name, proc.pid, ticks or 0, str(log), port)
 
 
 def _open_private_log(log: Path) -> int:

@@ -7,7 +7,6 @@ import logging
 import os
 import secrets
 import ssl
-import subprocess
 import sys
 import tempfile
 import time
@@ -25,18 +24,25 @@ from fleetflow.launcher.client import SOCKET_VARIABLE
 from fleetflow.ops._stackfile import AUTH_FILE, STATE_FILE
 from fleetflow.settings import get_settings
 from fleetflow.stack._config import StackConfig, WorkerSpec
+from fleetflow.stack._control import ControlPlane, answering, scaled_env
 from fleetflow.stack._database import (
     database_secrets,
     database_url,
     ensure_database,
-    head_revisions,
     masked,
-    schema_revisions,
+    migrate,
 )
-from fleetflow.stack._gateway import Tls, answers, free_loopback_port, port_open, start_gateway
+from fleetflow.stack._gateway import (
+    Tls,
+    answers,
+    free_loopback_port,
+    port_open,
+    start_gateway,
+    wait_answering,
+)
 from fleetflow.stack._monitoring import forget_monitoring, monitoring_up, monitoring_urls
 from fleetflow.stack._pool import apply_work_pool, worker_states
-from fleetflow.stack._procs import MARK_VARIABLE, ServiceProcess, spawn, stop_all, tail, tail_file
+from fleetflow.stack._procs import MARK_VARIABLE, ServiceProcess, spawn, stop_all, tail_file
 
 __all__ = ["Stack", "StackStatus"]
 
@@ -304,7 +310,9 @@ class Stack:
         if not gateway_running and port_open(self.host, self.port):
             raise StackError(f"{self.host}:{self.port} is already in use; choose --port")
         started = []
-        if any(p.role == "server" for p in running):
+        if config.control_plane.scaled:
+            started += self._control_plane_up(config)
+        elif any(p.role == "server" for p in running):
             phase("server: already running at %s", self.internal_api_url)
         else:
             self._remembered_database = None  # a new server: on the database given now
@@ -316,6 +324,25 @@ class Stack:
                 stop_all(started, mark=f"{self.directory}#none")
                 raise
         return started
+
+    def _control_plane_up(self, config: StackConfig) -> list[ServiceProcess]:
+        """The API replicas, services and balancer that are not running (all on a first
+        start, after the database is created and migrated)."""
+        if self.database is None:
+            raise StackError("a scaled control plane needs PostgreSQL: set FLEETFLOW_DATABASE_URL")
+        self.auth()
+        self._internal_port = self._internal_port or free_loopback_port()
+        known = self._load()
+        env = {**self._server_env(config), **scaled_env(config.control_plane, self.directory)}
+        if not any(p.role == "api" and p.alive() for p in known):
+            if ensure_database(self.database):
+                phase("database %s created", self.database.database)
+            self._migrate(env)
+        phase("control plane: %d API replicas, %d services behind %s",
+              config.control_plane.api_replicas, config.control_plane.services,
+              self.internal_api_url)  # fmt: skip
+        plane = ControlPlane(config.control_plane, self.directory, self._prefect, env)
+        return plane.up(known, self._internal_port)
 
     def _start_gateway(self) -> ServiceProcess:
         store = self._access_store_url()
@@ -365,38 +392,12 @@ class Stack:
                           str(self._internal_port)),
             env=env, log=self.directory / "logs" / "server.log", cwd=self.directory,
         )  # fmt: skip
-        self._wait_healthy(server)
+        wait_answering(server, f"{self.internal_api_url}/health", _SERVER_START_SECONDS)
         phase("server: healthy after %.1f s", time.monotonic() - started)
         return server
 
     def _migrate(self, env: dict[str, str]) -> None:
-        """Bring the schema to Prefect's newest; nothing to do (and no 10-20 s of Prefect
-        importing its migrations) when the database is already there."""
-        heads = head_revisions("sqlite" if self.database is None else "postgresql")
-        current = schema_revisions(self.database, self._home / "prefect.db")
-        if heads is not None and current == heads:
-            phase("database %s: schema current (%s)", self.database_label, ", ".join(heads))
-            return
-        started = time.monotonic()
-        phase("database %s: migrating the schema", self.database_label)
-        upgrade = subprocess.run(
-            self._prefect("server", "database", "upgrade", "-y"),
-            env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=600,
-            check=False,
-        )  # fmt: skip
-        if upgrade.returncode != 0:
-            raise StackError(f"database migration failed:\n{tail(upgrade.stdout + upgrade.stderr)}")
-        phase("database migrated in %.1f s", time.monotonic() - started)
-
-    def _wait_healthy(self, server: ServiceProcess) -> None:
-        deadline = time.monotonic() + _SERVER_START_SECONDS
-        while time.monotonic() < deadline:
-            if not server.alive():
-                raise StackError(f"Prefect server exited:\n{tail_file(Path(server.log))}")
-            if answers(f"{self.internal_api_url}/health", True):
-                return
-            time.sleep(0.5)
-        raise StackError(f"Prefect server not healthy after {_SERVER_START_SECONDS:.0f} s")
+        migrate(self.database, self._home / "prefect.db", self._prefect, env, self.database_label)
 
     def _start_worker(self, config: StackConfig, worker: WorkerSpec) -> list[ServiceProcess]:
         swept = sweep_stale_run_dirs({Path(tempfile.gettempdir()), Path("/tmp"), *self._run_dirs()})
@@ -489,7 +490,7 @@ class Stack:
         return answers(f"{self.api_url}/health", self._verify)
 
     def status(self, pool: str = "fleetflow") -> StackStatus:
-        processes = [(p, p.alive()) for p in self._load()]
+        processes = [(p, p.alive() and answering(p)) for p in self._load()]
         healthy = self.healthy()
         workers = worker_states(self.internal_api_url, self.auth(), pool) if healthy else {}
         source = "$FLEETFLOW_API_AUTH" if self._auth_given else f"$(cat {self.auth_file})"
