@@ -42,20 +42,23 @@ defaults
     timeout client 1h
     timeout server 1h
     timeout tunnel 1h
-    # A replica that refuses the connection (dead, restarting): try another one. Only
-    # connection failures are retried: a request a replica may have acted on is not sent
-    # twice (Prefect's clients retry 502/503 themselves).
-    retries 2
-    option redispatch
-    retry-on conn-failure
+    # A replica that refuses the connection (dead, restarting): try another one, every
+    # retry on another replica. A request that reached a dying replica and got nothing
+    # back is retried only if it is a GET or HEAD (below): a POST it may have acted on is
+    # not sent twice (Prefect's clients retry a 502 themselves).
+    retries 3
+    option redispatch 1
+    retry-on conn-failure empty-response junk-response response-timeout 502 503 504
 frontend api
     bind 127.0.0.1:{port}
     default_backend replicas
 backend replicas
     balance leastconn
+    http-request disable-l7-retry unless {{ method GET HEAD }}
     option httpchk GET /api/health
     http-check expect status 200
-    default-server inter 1s fall 2 rise 1
+    # A connection error marks a replica down at once, not after two failed checks.
+    default-server inter 1s fall 2 rise 1 observe layer4 error-limit 1 on-error mark-down
 {servers}
 """
 
