@@ -135,3 +135,14 @@ def faults_stack(lab: Lab, directory: Path, alert_env: dict[str, str]) -> Iterat
         done = running.cli(str(BIN / "fleetflow"), "automations", "apply")
         assert done.returncode == 0, done.stdout + done.stderr
         yield running
+
+
+def beats_logged(stack: RunningStack, run_id: str, expected: int) -> int:
+    """Host lines "| ok | Beat N" stored; the last ones may land just after the run ends."""
+    deadline = time.monotonic() + 20
+    while True:
+        # A log record may hold several lines (the run log batches them).
+        count = sum(record.count("| ok | Beat ") for record in stack.logs(run_id))
+        if count >= expected or time.monotonic() > deadline:
+            return count
+        time.sleep(0.5)

@@ -27,6 +27,7 @@ from .faults import (
     LONG_LOG,
     TICKS,
     TICKS_LOG,
+    beats_logged,
     faults_stack,
     host_lines,
     host_pids,
@@ -215,17 +216,6 @@ def test_3_killed_worker_run_is_crashed_alerted_unlocked_and_rerun(
 # -- 4, 5 ----------------------------------------------------------------------------
 
 
-def _beats_logged(stack: RunningStack, run_id: str, expected: int) -> int:
-    """Host lines "| ok | Beat N" stored; the last ones may land just after the run ends."""
-    deadline = time.monotonic() + 20
-    while True:
-        # A log record may hold several lines (the run log batches them).
-        count = sum(record.count("| ok | Beat ") for record in stack.logs(run_id))
-        if count >= expected or time.monotonic() > deadline:
-            return count
-        time.sleep(0.5)
-
-
 def _restart_server(stack: RunningStack) -> float:
     """SIGTERM the server's process group, then `fleetflow stack up`; the seconds it was down."""
     state = json.loads((stack.directory / "stack.json").read_text())
@@ -255,7 +245,7 @@ def test_4_server_restart_mid_run_loses_neither_the_run_nor_its_logs(
     downtime = _restart_server(stack)
     back_at = time.time()
     ended = wait_state(stack, run_id, "COMPLETED")
-    beats = _beats_logged(stack, run_id, 15 * len(lab.hosts()))
+    beats = beats_logged(stack, run_id, 15 * len(lab.hosts()))
     assert beats == 15 * len(lab.hosts()), f"server down {downtime:.0f} s"
     assert all(r["ok"] == 15 for r in host_rows(stack, run_id).values())
     rerun = stack.create_run("playbook/lab", playbook="ping", inventory=stack.inventory)
@@ -279,7 +269,7 @@ def test_5_postgres_restart_mid_run_recovers_without_manual_steps(
     subprocess.run(["pg_ctlcluster", *_pg_cluster(), "restart"], check=True, timeout=120)
     pg_down, back_at = time.monotonic() - started, time.time()
     ended = wait_state(stack, run_id, "COMPLETED")
-    assert _beats_logged(stack, run_id, 15 * len(lab.hosts())) == 15 * len(lab.hosts())
+    assert beats_logged(stack, run_id, 15 * len(lab.hosts())) == 15 * len(lab.hosts())
     rerun = stack.create_run("playbook/lab", playbook="ping", inventory=stack.inventory)
     wait_state(stack, rerun, "COMPLETED")
     report("5 PostgreSQL restart", postgres_restart=pg_down, run_done_after=ended - back_at)

@@ -22,7 +22,7 @@ import redis
 
 from fleetflow.lab import Lab
 
-from .faults import BEATS
+from .faults import BEATS, beats_logged
 from .stacks import BIN, RunningStack, running_stack
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -68,15 +68,6 @@ def _answers_through_the_gateway(stack: RunningStack) -> None:
         assert filtered[-1].status_code == 200
 
 
-def _beats_logged(stack: RunningStack, run_id: str, expected: int) -> int:
-    deadline = time.monotonic() + 20
-    while True:
-        count = sum(record.count("| ok | Beat ") for record in stack.logs(run_id))
-        if count >= expected or time.monotonic() > deadline:
-            return count
-        time.sleep(0.5)
-
-
 def test_a_replica_killed_mid_run_loses_nothing_and_its_restart_rejoins(
     ha: RunningStack, lab: Lab
 ) -> None:
@@ -88,7 +79,7 @@ def test_a_replica_killed_mid_run_loses_nothing_and_its_restart_rejoins(
         _answers_through_the_gateway(ha)
         time.sleep(0.1)
     ha.wait_state(run_id, "COMPLETED", timeout=240)
-    assert _beats_logged(ha, run_id, 15 * len(lab.hosts())) == 15 * len(lab.hosts())
+    assert beats_logged(ha, run_id, 15 * len(lab.hosts())) == 15 * len(lab.hosts())
     ha.up()
     back = _process(ha, "api-1")
     assert back["pid"] != victim["pid"] and back["port"] == victim["port"]
